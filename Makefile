@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the suite).
+# Both create .venv in the checkout and install what they need on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel on disk, never a CUDA download.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[ml,pipeline,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/restrl demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/verify_humaneval.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check restrl tasks flows tests benchmarks
+
+clean:
+	rm -rf $(VENV) .restrl

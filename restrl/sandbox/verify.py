@@ -1,0 +1,86 @@
+"""`verify(problems, programs) -> list[Verdict]` over a persistent pool of sandbox workers."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from restrl.problems.model import Problem
+from restrl.sandbox.checkers import check_program
+from restrl.sandbox.limits import Limits
+from restrl.sandbox.pool import DEFAULT_PRELOAD, SandboxPool
+from restrl.sandbox.verdict import Verdict
+
+# Libraries the DS1000 / BigCodeBench tests import: loaded once per worker, not once per program.
+DATA_LIBRARIES = ("numpy", "pandas")
+
+
+def preload_for(domains: Sequence[str]) -> tuple[str, ...]:
+    """Modules each worker imports before forking jobs, chosen by the domains to verify."""
+    extra = ()
+    if {"ds1000", "bigcodebench"} & set(domains):
+        extra = tuple(m for m in DATA_LIBRARIES if importlib.util.find_spec(m) is not None)
+    return DEFAULT_PRELOAD + extra
+
+
+class Verifier:
+    """Judges programs in the sandbox; keep one open across calls to reuse its warm workers.
+
+    Uses at most one worker per core: timeouts must measure the program, not the load.
+    """
+
+    def __init__(self, workers: int | None = None, limits: Limits | None = None,
+                 isolation: str = "auto", domains: Sequence[str] = ()):
+        self.limits = limits or Limits()
+        self.pool = SandboxPool(workers, isolation, preload_for(domains))
+
+    @property
+    def isolation(self) -> str:
+        return self.pool.isolation
+
+    def verify_one(self, problem: Problem, program: str) -> Verdict:
+        limits = self.limits
+        worker = self.pool.acquire()
+        try:
+            def run(job: dict):
+                job["limits"]["nproc"] = self.pool.nproc_limit(limits)
+                return worker.run(job)
+
+            return check_program(problem, program, run, limits, self.pool.isolation)
+        finally:
+            self.pool.release(worker)
+
+    def verify(self, problems: Sequence[Problem], programs: Sequence[str],
+               on_done: Callable[[int, Verdict], None] | None = None) -> list[Verdict]:
+        """One verdict per (problem, program) pair, in input order."""
+        if len(problems) != len(programs):
+            raise ValueError(f"{len(problems)} problems but {len(programs)} programs")
+        verdicts: list[Verdict | None] = [None] * len(programs)
+
+        def judge(index: int) -> None:
+            verdicts[index] = self.verify_one(problems[index], programs[index])
+            if on_done is not None:
+                on_done(index, verdicts[index])
+
+        with ThreadPoolExecutor(self.pool.size) as executor:
+            for future in [executor.submit(judge, i) for i in range(len(programs))]:
+                future.result()
+        return [v for v in verdicts if v is not None]
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def verify(problems: Sequence[Problem], programs: Sequence[str], *, workers: int | None = None,
+           limits: Limits | None = None, isolation: str = "auto") -> list[Verdict]:
+    """Judge each program against its problem (same index); a temporary worker pool."""
+    domains = sorted({p.domain for p in problems})
+    with Verifier(workers, limits, isolation, domains) as verifier:
+        return verifier.verify(problems, programs)
