@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -184,6 +185,11 @@ def _count_own_processes() -> int:
     return count
 
 
+@cache
+def _spawner() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="restrl-sandbox-spawner")
+
+
 class SandboxWorker:
     """One fork server; runs one job at a time. Restarts itself after a crash."""
 
@@ -215,10 +221,12 @@ class SandboxWorker:
             if self.uid is not None:
                 os.chmod(self._tmp, 0o711)
             env["RESTRL_SANDBOX_TMP"] = self._tmp
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env, start_new_session=True,
-        )
+        # bwrap --die-with-parent follows the *thread* that started it (PR_SET_PDEATHSIG), so
+        # servers are started from one long-lived thread, not from short-lived task threads.
+        self.proc = _spawner().submit(
+            subprocess.Popen, cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        ).result()
         self._buffer = b""
         hello = self._read_line(time.monotonic() + 60)
         if hello is None or not json.loads(hello).get("ready"):

@@ -475,6 +475,8 @@ class _Server:
         res_r, res_w = os.pipe()
         tok_r, tok_w = os.pipe()
         token = base64.b32encode(os.urandom(20)).rstrip(b"=")
+        os.write(tok_w, token)  # before the fork: the child may close its end at once
+        os.close(tok_w)
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:  # child
@@ -490,8 +492,6 @@ class _Server:
             _child_main(job, workdir, self.uid, limits)
         for fd in (stdin_r, out_w, err_w, res_w, tok_r):
             os.close(fd)
-        os.write(tok_w, token)
-        os.close(tok_w)
         return self._supervise(pid, job, start, token, stdin_w, out_r, err_r, res_r)
 
     def _supervise(self, pid, job, start, token, stdin_w, out_r, err_r, res_r) -> dict:  # noqa: ANN001

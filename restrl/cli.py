@@ -1,0 +1,146 @@
+"""The `restrl` command. Heavy imports live inside the commands so `--help` stays instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="restrl: ReST-RL for code LLMs - sample, verify, train with ReST-GRPO, search with a "
+    "value model, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Models restrl builds locally.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+DOMAIN_HELP = "Dataset format of --problems: apps, bigcodebench, ds1000, humaneval or toy."
+
+
+class UsageError(Exception):
+    """Input restrl cannot use; reported as one line and a non-zero exit."""
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"restrl: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def read_completions(path: Path) -> list[tuple[str, str]]:
+    """(problem_id, program) rows of a completions JSONL; a malformed row is an error."""
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UsageError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or "problem_id" not in row or "program" not in row:
+                raise UsageError(f"{path}:{line_no}: a row needs 'problem_id' and 'program'")
+            if not isinstance(row["program"], str):
+                raise UsageError(f"{path}:{line_no}: 'program' must be a string")
+            rows.append((str(row["problem_id"]), row["program"]))
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write rows as Parquet or JSONL, chosen by the file extension, atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    if out.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from restrl.sandbox.verdict import verdicts_schema
+
+        pq.write_table(pa.Table.from_pylist(rows, schema=verdicts_schema()), partial)
+    elif out.suffix == ".jsonl":
+        with partial.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+    else:
+        raise UsageError(f"--out must end in .parquet or .jsonl, got {out}")
+    partial.replace(out)
+
+
+@app.command()
+def verify(
+    domain: Annotated[str, typer.Option(help=DOMAIN_HELP)],
+    problems: Annotated[Path, typer.Option(help="Problems file (dataset format or .parquet).")],
+    completions: Annotated[Path, typer.Option(
+        help='JSONL rows {"problem_id": ..., "program": ...}: the full program (HumanEval: '
+        "prompt + completion; DS1000: the solution snippet).")],
+    out: Annotated[Path, typer.Option(help="Verdicts, one per input row: .parquet or .jsonl.")],
+    timeout: Annotated[float, typer.Option(help="Seconds per test (wall clock and CPU).")] = 4.0,
+    workers: Annotated[int, typer.Option(help="Parallel sandboxes (at most the core count).")] = 0,
+    isolation: Annotated[str, typer.Option(
+        help="auto (bubblewrap when it works), bwrap, or rlimits.")] = "auto",
+    memory_mb: Annotated[int, typer.Option(help="Address-space limit per program.")] = 2048,
+) -> None:
+    """Run programs against their problems' tests in the sandbox and write one verdict each.
+
+    Exits 0 when every row was judged (failing programs included); 2 on unusable input.
+    """
+    from restrl.problems import read_problems
+    from restrl.sandbox import Limits, Verifier
+
+    try:
+        if out.suffix not in (".parquet", ".jsonl"):
+            raise UsageError(f"--out must end in .parquet or .jsonl, got {out}")
+        for path in (problems, completions):
+            if not path.exists():
+                raise UsageError(f"file not found: {path}")
+        loaded = read_problems(problems, domain)
+        for rejected in loaded.rejected:
+            typer.echo(f"restrl: warning: set aside {rejected}", err=True)
+        by_id = {p.problem_id: p for p in loaded.problems}
+        rows = read_completions(completions)
+        for index, (problem_id, _) in enumerate(rows):
+            if problem_id not in by_id:
+                raise UsageError(f"{completions}: row {index + 1}: unknown problem_id "
+                                 f"{problem_id!r} (not among the {len(by_id)} problems loaded)")
+    except (UsageError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    limits = Limits(timeout=timeout, memory_bytes=memory_mb << 20)
+    matched = [by_id[pid] for pid, _ in rows]
+    programs = [program for _, program in rows]
+    with Verifier(workers or None, limits, isolation, [domain]) as verifier:
+        verdicts = _verify_with_progress(verifier, matched, programs)
+        isolation_used = verifier.isolation
+    out_rows = [{"row": i, "problem_id": pid, **v.to_row()}
+                for i, ((pid, _), v) in enumerate(zip(rows, verdicts, strict=True))]
+    try:
+        write_rows(out_rows, out)
+    except UsageError as exc:
+        _fail(str(exc))
+    n = len(verdicts)
+    mean = sum(v.reward for v in verdicts) / n if n else 0.0
+    strict = sum(v.strict for v in verdicts)
+    typer.echo(f"judged {n} programs ({isolation_used}): mean reward {mean:.3f}, "
+               f"{strict}/{n} strict passes -> {out}", err=True)
+
+
+def _verify_with_progress(verifier, problems, programs):  # noqa: ANN001, ANN202
+    if not sys.stderr.isatty():
+        return verifier.verify(problems, programs)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("verifying", total=len(programs))
+        return verifier.verify(problems, programs,
+                               on_done=lambda _i, _v: progress.advance(task))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
