@@ -127,6 +127,30 @@ def verify(
                f"{strict}/{n} strict passes -> {out}", err=True)
 
 
+@app.command()
+def demo(workers: Annotated[int, typer.Option(help="Parallel sandboxes.")] = 0) -> None:
+    """The main job on the embedded defaults (today: sandboxed verification of HumanEval)."""
+    import time
+
+    from restrl.problems import read_humaneval
+    from restrl.sandbox import Verifier
+
+    problems = read_humaneval().problems
+    programs = [p.meta["reference"] for p in problems] + [
+        p.prompt + "    return None\n" for p in problems]
+    start = time.perf_counter()
+    with Verifier(workers or None, domains=["humaneval"]) as verifier:
+        verdicts = _verify_with_progress(verifier, problems + problems, programs)
+        isolation = verifier.isolation
+    seconds = time.perf_counter() - start
+    canonical, broken = verdicts[: len(problems)], verdicts[len(problems):]
+    typer.echo(f"HumanEval reference solutions passing: {sum(v.strict for v in canonical)}"
+               f"/{len(canonical)}")
+    typer.echo(f"HumanEval broken variants passing:     {sum(v.strict for v in broken)}"
+               f"/{len(broken)}")
+    typer.echo(f"{len(verdicts)} programs judged in {seconds:.1f} s (isolation: {isolation})")
+
+
 def _verify_with_progress(verifier, problems, programs):  # noqa: ANN001, ANN202
     if not sys.stderr.isatty():
         return verifier.verify(problems, programs)
