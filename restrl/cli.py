@@ -31,8 +31,11 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def read_completions(path: Path) -> list[tuple[str, str]]:
-    """(problem_id, program) rows of a completions JSONL; a malformed row is an error."""
+def read_completions(path: Path) -> list[tuple[str, str, int]]:
+    """(problem_id, program, sample_idx) rows of a completions JSONL; malformed rows are errors.
+
+    `sample_idx` is the row's own when it has one, else its position in the file.
+    """
     rows = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -46,7 +49,10 @@ def read_completions(path: Path) -> list[tuple[str, str]]:
                 raise UsageError(f"{path}:{line_no}: a row needs 'problem_id' and 'program'")
             if not isinstance(row["program"], str):
                 raise UsageError(f"{path}:{line_no}: 'program' must be a string")
-            rows.append((str(row["problem_id"]), row["program"]))
+            sample_idx = row.get("sample_idx", len(rows))
+            if not isinstance(sample_idx, int):
+                raise UsageError(f"{path}:{line_no}: 'sample_idx' must be an integer")
+            rows.append((str(row["problem_id"]), row["program"], sample_idx))
     return rows
 
 
@@ -58,9 +64,9 @@ def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from restrl.sandbox.verdict import verdicts_schema
+        from restrl.schemas import VERDICTS
 
-        pq.write_table(pa.Table.from_pylist(rows, schema=verdicts_schema()), partial)
+        pq.write_table(pa.Table.from_pylist(rows, schema=VERDICTS), partial)
     elif out.suffix == ".jsonl":
         with partial.open("w", encoding="utf-8") as handle:
             for row in rows:
@@ -102,20 +108,20 @@ def verify(
             typer.echo(f"restrl: warning: set aside {rejected}", err=True)
         by_id = {p.problem_id: p for p in loaded.problems}
         rows = read_completions(completions)
-        for index, (problem_id, _) in enumerate(rows):
+        for index, (problem_id, _, _) in enumerate(rows):
             if problem_id not in by_id:
                 raise UsageError(f"{completions}: row {index + 1}: unknown problem_id "
                                  f"{problem_id!r} (not among the {len(by_id)} problems loaded)")
     except (UsageError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     limits = Limits(timeout=timeout, memory_bytes=memory_mb << 20)
-    matched = [by_id[pid] for pid, _ in rows]
-    programs = [program for _, program in rows]
+    matched = [by_id[pid] for pid, _, _ in rows]
+    programs = [program for _, program, _ in rows]
     with Verifier(workers or None, limits, isolation, [domain]) as verifier:
         verdicts = _verify_with_progress(verifier, matched, programs)
         isolation_used = verifier.isolation
-    out_rows = [{"row": i, "problem_id": pid, **v.to_row()}
-                for i, ((pid, _), v) in enumerate(zip(rows, verdicts, strict=True))]
+    out_rows = [{"row": i, "problem_id": pid, "sample_idx": idx, **v.to_row()}
+                for i, ((pid, _, idx), v) in enumerate(zip(rows, verdicts, strict=True))]
     try:
         write_rows(out_rows, out)
     except UsageError as exc:
@@ -125,6 +131,21 @@ def verify(
     strict = sum(v.strict for v in verdicts)
     typer.echo(f"judged {n} programs ({isolation_used}): mean reward {mean:.3f}, "
                f"{strict}/{n} strict passes -> {out}", err=True)
+
+
+@app.command()
+def lineage(
+    uri: Annotated[str, typer.Argument(help="Artifact URI (file://... or s3://...).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+) -> None:
+    """Print an artifact's ancestry: kinds, parameters, sha256, MLflow run, Prefect flow run."""
+    from restrl.artifacts import ArtifactError, format_lineage, store_for
+
+    try:
+        tree = store_for(uri).lineage(uri)
+    except ArtifactError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(tree, indent=2) if as_json else format_lineage(tree))
 
 
 @app.command()

@@ -43,20 +43,3 @@ def worst_status(statuses: list[str]) -> str:
         return "passed"
     return min(failing, key=lambda s: _PRIORITY[s])
 
-
-def verdicts_schema():  # noqa: ANN201 - pyarrow is imported lazily
-    """Parquet schema of a verdicts table: one row per judged program, in input order."""
-    import pyarrow as pa
-
-    return pa.schema([
-        ("row", pa.int64()),
-        ("problem_id", pa.string()),
-        ("reward", pa.float64()),
-        ("status", pa.string()),
-        ("tests_passed", pa.int64()),
-        ("tests_total", pa.int64()),
-        ("error", pa.string()),
-        ("seconds", pa.float64()),
-        ("isolation", pa.string()),
-        ("strict", pa.bool_()),
-    ])

@@ -1,0 +1,75 @@
+"""Parquet schemas of every table restrl writes (DESIGN.md "Data contracts"), in one place."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from restrl.problems.schema import PROBLEMS_SCHEMA
+
+# One sampled completion. `program` = init_code + code is what the verifier runs.
+COMPLETIONS = pa.schema([
+    ("problem_id", pa.string()),
+    ("sample_idx", pa.int64()),
+    ("prompt", pa.string()),          # the formatted prompt, reply prefix included
+    ("raw", pa.string()),             # the model's text as generated
+    ("code", pa.string()),            # raw cut at the domain's stop strings
+    ("program", pa.string()),         # full program: init_code + code
+    ("hit_stop", pa.bool_()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("finish_reason", pa.string()),
+])
+
+# One verdict; `row` is the input row it belongs to (rows keep their input order).
+VERDICTS = pa.schema([
+    ("row", pa.int64()),
+    ("problem_id", pa.string()),
+    ("sample_idx", pa.int64()),
+    ("reward", pa.float64()),
+    ("strict", pa.bool_()),
+    ("status", pa.string()),
+    ("tests_passed", pa.int64()),
+    ("tests_total", pa.int64()),
+    ("error", pa.string()),
+    ("seconds", pa.float64()),
+    ("isolation", pa.string()),
+])
+
+# ReST-GRPO training rows (DESIGN step 3): the trainer continues `prompt`; the reward verifies
+# partial_state + the continuation.
+GRPO_DATA = pa.schema([
+    ("problem_id", pa.string()),
+    ("domain", pa.string()),
+    ("prompt", pa.string()),          # formatted prompt + reply prefix + the prefix lines
+    ("init_state", pa.string()),      # the problem's init_code
+    ("partial_state", pa.string()),   # init_code + the prefix lines
+    ("prefix_lines", pa.int64()),     # k (0 for a base row)
+    ("source", pa.string()),          # "base" or "prefix"
+])
+
+DPO_DATA = pa.schema([
+    ("problem_id", pa.string()),
+    ("domain", pa.string()),
+    ("prompt", pa.string()),
+    ("chosen", pa.string()),
+    ("rejected", pa.string()),
+    ("chosen_reward", pa.float64()),
+    ("rejected_reward", pa.float64()),
+])
+
+SFT_DATA = pa.schema([
+    ("problem_id", pa.string()),
+    ("domain", pa.string()),
+    ("prompt", pa.string()),
+    ("completion", pa.string()),
+    ("reward", pa.float64()),
+])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "problems": PROBLEMS_SCHEMA,
+    "completions": COMPLETIONS,
+    "verdicts": VERDICTS,
+    "grpo_data": GRPO_DATA,
+    "dpo_data": DPO_DATA,
+    "sft_data": SFT_DATA,
+}
