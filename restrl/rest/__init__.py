@@ -1,0 +1,45 @@
+"""ReST filtering (DESIGN.md step 3): verified samples -> GRPO / DPO / SFT training rows."""
+
+from restrl.rest.builder import (
+    SCHEMA_BY_MODE,
+    RestDataStats,
+    Sample,
+    aggregate,
+    best_sample,
+    build_dpo_data,
+    build_grpo_data,
+    build_rest_data,
+    build_sft_data,
+    group_samples,
+    join_samples,
+    line_prefixes,
+    prefix_count,
+    problem_rng,
+    reward_std,
+    sample_prefix_lengths,
+    worst_sample,
+)
+from restrl.rest.config import REST_MODES, RestDataConfig, RestMode
+
+__all__ = [
+    "REST_MODES",
+    "SCHEMA_BY_MODE",
+    "RestDataConfig",
+    "RestDataStats",
+    "RestMode",
+    "Sample",
+    "aggregate",
+    "best_sample",
+    "build_dpo_data",
+    "build_grpo_data",
+    "build_rest_data",
+    "build_sft_data",
+    "group_samples",
+    "join_samples",
+    "line_prefixes",
+    "prefix_count",
+    "problem_rng",
+    "reward_std",
+    "sample_prefix_lengths",
+    "worst_sample",
+]
