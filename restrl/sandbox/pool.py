@@ -95,30 +95,36 @@ def _closed_ancestor(path: str) -> str | None:
     return None
 
 
-def _reopen_args() -> list[str]:
-    """bwrap args that let a non-root job uid reach the runtime under a closed directory.
+def _masks(as_root: bool) -> dict[str, list[str]]:
+    """Directories replaced by an empty tmpfs, each with the runtime paths bound back inside.
 
-    A Python installed under /root (mode 700) is unreadable to the job's uid: mount an empty
-    tmpfs over the closed directory and bind back only the runtime paths, hiding the rest.
+    /tmp is always private to the sandbox; a runtime under it (a checkout in /tmp) is bound
+    back read-only. As root, jobs run as another uid, which cannot read a Python installed under
+    a closed directory such as /root (mode 700): that directory is masked the same way, which
+    also hides the rest of it.
     """
-    masks: dict[str, list[str]] = {}
+    masks: dict[str, list[str]] = {"/tmp": []}
     for path in _runtime_paths():
-        ancestor = _closed_ancestor(path)
-        if ancestor is not None:
+        if path == "/tmp" or path.startswith("/tmp/"):
+            masks["/tmp"].append(path)
+        elif as_root and (ancestor := _closed_ancestor(path)) is not None:
             masks.setdefault(ancestor, []).append(path)
-    args: list[str] = []
-    for ancestor, paths in sorted(masks.items()):
-        # Binding a directory brings its subdirectories: keep only the outermost paths.
-        paths = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
-        args += ["--perms", "0755", "--tmpfs", ancestor]
-        made: set[str] = set()
-        for path in paths:
-            # bwrap would create the mount point's parents with mode 0700: make them 0755.
-            for parent in reversed(Path(path).parents):
-                if len(parent.parts) > len(Path(ancestor).parts) and str(parent) not in made:
-                    made.add(str(parent))
-                    args += ["--perms", "0755", "--dir", str(parent)]
-            args += ["--ro-bind", path, path]
+    return masks
+
+
+def _mask_args(ancestor: str, paths: list[str]) -> list[str]:
+    size = ["--size", str(1 << 30)] if ancestor == "/tmp" else []
+    args = ["--perms", "1777" if ancestor == "/tmp" else "0755", *size, "--tmpfs", ancestor]
+    # Binding a directory brings its subdirectories: keep only the outermost paths.
+    paths = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
+    made: set[str] = set()
+    for path in sorted(paths):
+        # bwrap would create the mount point's parents with mode 0700: make them 0755.
+        for parent in reversed(Path(path).parents):
+            if len(parent.parts) > len(Path(ancestor).parts) and str(parent) not in made:
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", path, path]
     return args
 
 
@@ -132,14 +138,13 @@ def _bwrap_args(as_root: bool) -> list[str]:
         "--ro-bind", "/", "/",
         "--dev", "/dev",
         "--proc", "/proc",
-        "--size", str(1 << 30), "--tmpfs", "/tmp",
         "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session",
         "--chdir", "/tmp",
     ]
-    if as_root:
-        args += _reopen_args()
-    else:
+    for ancestor, paths in sorted(_masks(as_root).items()):
+        args += _mask_args(ancestor, paths)
+    if not as_root:
         args.append("--unshare-user")
     return args + ["--"]
 
