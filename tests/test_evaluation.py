@@ -1,0 +1,86 @@
+"""Evaluation metrics and best-of-N selection on hand-made verdicts and a scripted scorer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from restrl.evaluation import (
+    choose_best_of_n,
+    pass_at_k,
+    sample_metrics,
+    score_answers,
+    selection_metrics,
+)
+from restrl.evaluation.plots import plot_accuracy_vs_budget
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    assert pass_at_k(5, 0, 1) == 0.0
+    assert pass_at_k(5, 5, 3) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))
+    assert pass_at_k(10, 8, 3) == 1.0  # fewer than k failures: some draw always passes
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def test_sample_metrics_average_over_problems():
+    rows = [
+        {"problem_id": "a", "reward": 1.0, "strict": True},
+        {"problem_id": "a", "reward": 0.5, "strict": False},
+        {"problem_id": "b", "reward": 0.0, "strict": False},
+        {"problem_id": "b", "reward": 0.0, "strict": False},
+    ]
+    metrics = sample_metrics(rows, ks=(1, 2))
+    assert metrics["pass@1"] == pytest.approx((0.5 + 0.0) / 2)
+    assert metrics["pass@2"] == pytest.approx((1.0 + 0.0) / 2)
+    assert metrics["average_accuracy"] == pytest.approx(1.5 / 4)
+    assert metrics["strict_accuracy"] == pytest.approx(0.25)
+    assert selection_metrics(rows[:1] + rows[2:3]) == {"accuracy": 0.5, "average_accuracy": 0.5,
+                                                       "problems": 2.0}
+
+
+class LengthScorer:
+    """Scores an answer by how many 'good' lines it has, minus bad ones (scripted)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, prompts, answers):
+        self.calls += 1
+        return [a.count("good") - 2 * a.count("bad") for a in answers]
+
+
+def test_best_of_n_keeps_the_highest_scored_sample_within_the_budget():
+    completions = [
+        {"problem_id": "p", "sample_idx": 0, "answer": "good\n"},
+        {"problem_id": "p", "sample_idx": 1, "answer": "good\ngood\n"},
+        {"problem_id": "p", "sample_idx": 2, "answer": "good\ngood\ngood\n"},
+        {"problem_id": "q", "sample_idx": 0, "answer": "x\n"},
+        {"problem_id": "q", "sample_idx": 1, "answer": "x\n"},
+    ]
+    scorer = LengthScorer()
+    scores = score_answers(scorer, ["prompt"] * 5, [c["answer"] for c in completions])
+    best = choose_best_of_n(completions, scores)
+    assert [(b["problem_id"], b["sample_idx"]) for b in best] == [("p", 2), ("q", 0)]
+    limited = choose_best_of_n(completions, scores, n=2)
+    assert [(b["sample_idx"], b["budget"]) for b in limited] == [(1, 2), (0, 2)]
+
+
+def test_prm_scoring_takes_the_worst_step_in_one_batch():
+    scorer = LengthScorer()
+    answers = ["good\nbad\ngood\ngood\ngood\n", "good\n"]
+    orm = score_answers(scorer, ["p", "p"], answers, "orm")
+    prm = score_answers(scorer, ["p", "p"], answers, "prm")
+    assert orm == [2, 1]          # the bad step is outweighed at the end
+    assert prm == [-1, 1]         # but not when every step counts
+    assert scorer.calls == 2      # one batch per call
+
+
+def test_accuracy_plot_is_written(tmp_path):
+    path = plot_accuracy_vs_budget([("sample", 1, 0.2), ("best_of_n", 4, 0.4),
+                                    ("best_of_n", 8, 0.5), ("vm_mcts", 8, 0.55)],
+                                   tmp_path / "acc.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
