@@ -147,6 +147,13 @@ def test_cut_at_stop() -> None:
     assert cut_at_stop("no stop", ["```"]) == ("no stop", False)
 
 
+def test_usage_split_when_the_server_gives_only_a_total() -> None:
+    from restrl.generation.openai_api import _split_tokens
+
+    assert _split_tokens(10, ["a", "bbbb"]) == [2, 8]
+    assert sum(_split_tokens(7, ["ab", "", "abc"])) == 7
+
+
 def test_import_loads_no_heavy_dependency() -> None:
     code = (
         "import sys, restrl.generation\n"
@@ -215,11 +222,15 @@ def test_hf_seed_repeats_and_leaves_global_rng_alone(hf: Generator) -> None:
 def test_hf_accepts_a_loaded_model_and_formats_chat(hf: Generator) -> None:
     from restrl.generation.hf import HFGenerator
 
+    side = hf.tokenizer.padding_side
     again = HFGenerator(hf.model, tokenizer=hf.tokenizer, batch_size=2)
     cfg = GenerationConfig(max_tokens=6, seed=1)
     assert again.generate(PROMPTS, cfg).texts == hf.generate(PROMPTS, cfg).texts
     prompt = again.format_chat([{"role": "user", "content": "hi"}])
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert hf.tokenizer.padding_side == side  # a shared tokenizer is left as it was
+    with pytest.raises(ValueError, match="empty"):
+        again.generate(["x", ""], cfg)
 
 
 # --- server + openai backend ----------------------------------------------------------------
@@ -265,9 +276,9 @@ def test_server_lists_models_and_validates(base_url: str) -> None:
 
 
 def test_bad_request_is_reported_not_retried(base_url: str, api_key: None) -> None:
-    client = make_generator("openai", "tiny", base_url=base_url, backoff=0.01)
-    with pytest.raises(GenerationError) as err:
-        client.generate(["x"], temperature=3.0, max_tokens=2)  # the server allows <= 2
+    with make_generator("openai", "tiny", base_url=base_url, backoff=0.01) as client:
+        with pytest.raises(GenerationError) as err:
+            client.generate(["x"], temperature=3.0, max_tokens=2)  # the server allows <= 2
     assert err.value.status == 400 and err.value.attempts == 1
     assert f"{base_url}/completions" in str(err.value) and "temperature" in str(err.value)
 
@@ -275,9 +286,10 @@ def test_bad_request_is_reported_not_retried(base_url: str, api_key: None) -> No
 def test_missing_api_key_is_401(base_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RESTRL_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    client = make_generator("openai", "tiny", base_url=base_url)
-    with pytest.raises(GenerationError, match="HTTP 401"):
-        client.generate(["x"], max_tokens=2)
+    with make_generator("openai", "tiny", base_url=base_url) as client:
+        with pytest.raises(GenerationError, match="HTTP 401") as err:
+            client.generate(["x"], max_tokens=2)
+    assert err.value.attempts == 1
 
 
 def test_repeated_server_errors_give_up_with_the_message(hf: Generator) -> None:
@@ -285,7 +297,7 @@ def test_repeated_server_errors_give_up_with_the_message(hf: Generator) -> None:
 
     with serve(create_app(hf, "tiny", fail_first=100, fail_status=500)) as url:
         client = make_generator("openai", "tiny", base_url=url, max_retries=2, backoff=0.01)
-        with pytest.raises(GenerationError) as err:
+        with client, pytest.raises(GenerationError) as err:
             client.generate(["x"], max_tokens=2)
     assert err.value.status == 500 and err.value.attempts == 3
     assert "injected failure" in str(err.value) and url in str(err.value)
@@ -294,24 +306,26 @@ def test_repeated_server_errors_give_up_with_the_message(hf: Generator) -> None:
 def test_connection_refused_is_retried_then_reported() -> None:
     url = f"http://127.0.0.1:{_free_port()}/v1"
     client = make_generator("openai", "m", base_url=url, max_retries=1, backoff=0.01)
-    with pytest.raises(GenerationError, match="ConnectError") as err:
+    with client, pytest.raises(GenerationError, match="ConnectError") as err:
         client.generate(["x"], max_tokens=2)
     assert err.value.status is None and err.value.attempts == 2
 
 
-def test_cli_server_with_injected_503s_is_retried(model_dir: Path) -> None:
+def test_cli_server_with_injected_503s_is_retried(model_dir: Path, tmp_path: Path) -> None:
     """`python -m restrl.generation.server` fails its first 2 requests; the client retries."""
     import httpx
 
     port = _free_port()
     cmd = [sys.executable, "-m", "restrl.generation.server", "--model", str(model_dir)]
     cmd += ["--port", str(port), "--device", "cpu", "--fail-first", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, proc.communicate()[0]
+            assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "server did not start"
             try:
                 if httpx.get(f"{url}/health").status_code == 200:
@@ -324,4 +338,8 @@ def test_cli_server_with_injected_503s_is_retried(model_dir: Path) -> None:
         assert result.completion_tokens > 0
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,8 +1,10 @@
 """transformers backend: batched `model.generate` with left padding, on CPU or GPU.
 
 Prompts are sorted by token length before batching, so a batch pads little; the results are
-put back in the caller's order. Stop strings go to `generate` (so a finished row stops early)
-and are applied to the decoded text again, since `generate` only stops at token boundaries.
+put back in the caller's order. Stop strings are matched on the decoded text, as vLLM does, by
+a stopping criterion that ends each row at the step its text first contains a stop (or its
+EOS). transformers' own `stop_strings` is not used: it matches raw token strings, so a special
+token such as "<|im_start|>" would "contain" a stop like "t" and end a row that shows no stop.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from restrl.generation.base import (
     BaseGenerator,
@@ -42,6 +50,66 @@ def _pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+class _StopWatch(StoppingCriteria):
+    """Ends a row when its newest token is an EOS or completes a stop string in the text.
+
+    Records how many tokens each row had generated when it ended (None: still running), so the
+    caller knows each row's true length, whatever padding `generate` appended afterwards.
+    """
+
+    def __init__(
+        self, tokenizer: Any, stops: Sequence[str], eos_ids: frozenset[int], prompt_len: int
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.eos_ids = eos_ids
+        self.prompt_len = prompt_len
+        # A stop completed by the newest token lies within its last len(stop) tokens; the margin
+        # covers tokens that decode to nothing and the first token's decoding quirks.
+        self.window = max((len(s) for s in self.stops), default=0) + 8
+        self.lengths: dict[int, int] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        step = input_ids.shape[1] - self.prompt_len
+        running = [r for r in range(input_ids.shape[0]) if r not in self.lengths]
+        newest = input_ids[:, -1].tolist()
+        tails = self._tails(input_ids, running, step) if self.stops else [""] * len(running)
+        for row, tail in zip(running, tails, strict=True):
+            if newest[row] in self.eos_ids or any(s in tail for s in self.stops):
+                self.lengths[row] = step
+        done = [r in self.lengths for r in range(input_ids.shape[0])]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _tails(self, input_ids: torch.Tensor, rows: list[int], step: int) -> list[str]:
+        start = input_ids.shape[1] - min(step, self.window)
+        tails = input_ids[rows, start:].tolist()
+        return self.tokenizer.batch_decode(
+            tails, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def ends(self, rows: int) -> list[int | None]:
+        """Per row: the generated length at which it ended, or None if it ran to the end."""
+        return [self.lengths.get(r) for r in range(rows)]
+
+
+def _left_pad(
+    batch: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask, padded on the left: generation appends on the right."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _batch_seed(seed: int, index: int) -> int:
+    # Spread (seed, index) pairs apart so seed s, batch 1 does not replay seed s+1, batch 0.
+    return (seed * 0x9E3779B97F4A7C15 + index) % 2**63
 
 
 class HFGenerator(BaseGenerator):
@@ -88,11 +156,10 @@ class HFGenerator(BaseGenerator):
             self.model = model
             self.device = model.device
         self.model.eval()
-        self.tokenizer = tokenizer
-        self.tokenizer.padding_side = "left"  # generation appends on the right
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = tokenizer  # not modified: it may be shared with a trainer
         self.eos_ids = self._eos_ids()
+        pad_id = tokenizer.pad_token_id
+        self.pad_id: int = pad_id if pad_id is not None else min(self.eos_ids, default=0)
 
     def _eos_ids(self) -> frozenset[int]:
         ids = self.model.generation_config.eos_token_id
@@ -116,30 +183,40 @@ class HFGenerator(BaseGenerator):
         encoded: list[list[int]] = self.tokenizer(
             prompts, add_special_tokens=self.add_special_tokens
         )["input_ids"]
+        if empty := [i for i, ids in enumerate(encoded) if not ids]:
+            raise ValueError(f"prompts {empty} encode to no tokens; a prompt must not be empty")
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         samples: list[list[Sample]] = [[] for _ in prompts]
         # fork_rng: a seeded call must not reset the caller's global RNG (e.g. a training loop).
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=config.seed is not None):
-            if config.seed is not None:
-                torch.manual_seed(config.seed)
-            for chunk in _chunks(order, self.batch_size):
+            for index, chunk in enumerate(_chunks(order, self.batch_size)):
+                if config.seed is not None:
+                    # A seed per batch: a batch's samples do not depend on how many steps the
+                    # batches before it ran (a stop string ends a batch early).
+                    torch.manual_seed(_batch_seed(config.seed, index))
                 rows = self._generate_batch([encoded[i] for i in chunk], config)
                 for i, row in zip(chunk, rows, strict=True):
                     samples[i] = row
         return make_result(samples, prompt_tokens=sum(len(ids) for ids in encoded))
 
-    def _generate_batch(self, batch: list[list[int]], config: GenerationConfig) -> list[list[Sample]]:
-        padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt")
-        input_ids = padded["input_ids"].to(self.device)
+    def _generate_batch(
+        self, batch: list[list[int]], config: GenerationConfig
+    ) -> list[list[Sample]]:
+        input_ids, attention_mask = _left_pad(batch, self.pad_id, self.device)
+        watch = _StopWatch(self.tokenizer, config.stop, self.eos_ids, input_ids.shape[1])
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids,
-                attention_mask=padded["attention_mask"].to(self.device),
+                attention_mask=attention_mask,
+                stopping_criteria=StoppingCriteriaList([watch]),
                 **self._generate_kwargs(config),
             )
         new_ids = output[:, input_ids.shape[1] :].tolist()
-        rows = [self._to_sample(ids, config) for ids in new_ids]
+        rows = [
+            self._to_sample(ids if end is None else ids[:end], config)
+            for ids, end in zip(new_ids, watch.ends(len(new_ids)), strict=True)
+        ]
         # num_return_sequences repeats each prompt n times in a row.
         return [rows[k : k + config.n] for k in range(0, len(rows), config.n)]
 
@@ -147,7 +224,7 @@ class HFGenerator(BaseGenerator):
         kwargs: dict[str, Any] = {
             "max_new_tokens": config.max_tokens,
             "num_return_sequences": config.n,
-            "pad_token_id": self.tokenizer.pad_token_id,
+            "pad_token_id": self.pad_id,
             "do_sample": config.temperature > 0,
         }
         if config.temperature > 0:
@@ -155,8 +232,6 @@ class HFGenerator(BaseGenerator):
             kwargs |= {"temperature": config.temperature, "top_p": config.top_p, "top_k": 0}
         else:
             kwargs |= {"temperature": None, "top_p": None, "top_k": None}
-        if config.stop:
-            kwargs |= {"stop_strings": list(config.stop), "tokenizer": self.tokenizer}
         return kwargs
 
     def _decode(self, ids: list[int]) -> str:
@@ -166,19 +241,15 @@ class HFGenerator(BaseGenerator):
         )
 
     def _to_sample(self, ids: list[int], config: GenerationConfig) -> Sample:
-        """Strip EOS/padding, cut at the first stop string, count tokens through the stop."""
-        eos_at = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
-        if eos_at is not None:
-            ids = ids[:eos_at]
-        else:
-            while ids and ids[-1] == self.tokenizer.pad_token_id:  # rows that finished at a stop
-                ids = ids[:-1]
+        """Drop a final EOS, cut at the first stop string, count tokens through the stop."""
+        eos = bool(ids) and ids[-1] in self.eos_ids
+        if eos:
+            ids = ids[:-1]
         text = self._decode(ids)
         hit = find_stop(text, config.stop)
         if hit is not None:
             return Sample(text[: hit[0]], self._tokens_through_stop(ids, config.stop), "stop")
-        ended = eos_at is not None or len(ids) < config.max_tokens
-        reason: FinishReason = "stop" if ended else "length"
+        reason: FinishReason = "stop" if eos else "length"
         return Sample(text, len(ids), reason)
 
     def _tokens_through_stop(self, ids: list[int], stops: Sequence[str]) -> int:

@@ -195,7 +195,9 @@ class OpenAIGenerator(BaseGenerator):
                     return self._json(response)
                 status, message = response.status_code, _server_message(response)
                 if status not in RETRYABLE_STATUS:
-                    raise GenerationError(message, url=self.url, status=status, attempts=attempt + 1)
+                    raise GenerationError(
+                        message, url=self.url, status=status, attempts=attempt + 1
+                    )
                 retry_after = _retry_after(response)
             if attempt + 1 < attempts:
                 time.sleep(self._delay(attempt, retry_after))

@@ -88,7 +88,12 @@ class _Service:
     """The model behind a lock (one generate at a time), the auth check and fault injection."""
 
     def __init__(
-        self, generator: Any, model_name: str, api_key: str | None, fail_first: int, fail_status: int
+        self,
+        generator: Any,
+        model_name: str,
+        api_key: str | None,
+        fail_first: int,
+        fail_status: int,
     ) -> None:
         self.generator = generator
         self.model_name = model_name
@@ -113,7 +118,10 @@ class _Service:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         with self.lock:
-            return self.generator.generate(prompts, config)
+            try:
+                return self.generator.generate(prompts, config)
+            except ValueError as exc:  # e.g. an empty prompt: the request's fault
+                raise ApiError(400, str(exc)) from None
 
     def envelope(self, kind: str, choices: list[dict[str, Any]], result: GenerationResult) -> dict:
         return {
@@ -205,7 +213,9 @@ def create_app(
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model directory or hub id")
-    parser.add_argument("--served-model-name", help="name reported by /v1/models (default: --model)")
+    parser.add_argument(
+        "--served-model-name", help="name reported by /v1/models (default: --model)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto")
