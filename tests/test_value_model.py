@@ -1,0 +1,263 @@
+"""Value model training and scoring (DESIGN.md step 7) on a tiny random Qwen2, all local."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import pyarrow as pa  # noqa: E402
+
+from restrl.scoring import Scorer  # noqa: E402
+from restrl.training.value import (  # noqa: E402
+    INFO_FILE,
+    HFRewardModelScorer,
+    ValueModelConfig,
+    ValueModelInfo,
+    ValueModelScorer,
+    class_weights,
+    encode_texts,
+    load_value_model,
+    prepare_tokenizer,
+    regression_metrics,
+    split_indices,
+    train_value_model,
+    value_text,
+)
+
+GOOD = "return x + 1"
+BAD = ("return x - 1", "return x * 2", "return x + 2", "return 1 + x - 2")
+
+
+def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
+    """Reward 1.0 when the answer is `return x + 1`, else 0.0; prompts vary, answers balanced."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        good = i % 2 == 0
+        prompt = f"# task {rng.randrange(100)}: add one\ndef f(x):\n    "
+        answer = GOOD if good else rng.choice(BAD)
+        rows.append({"prompt": prompt, "answer": answer, "reward": 1.0 if good else 0.0,
+                     "source": "terminal"})
+    return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and spinning threads on a shared 2-core
+    machine make these tests several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    """A random tiny Qwen2 causal LM + a byte-level BPE tokenizer, saved like a hub model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    corpus = [value_text(r["prompt"], r["answer"]) for r in synthetic_rows(200, seed=1)]
+    corpus += ["def g(a, b):\n    return a * b + 3\n", "print('hello world')\n"] * 5
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<|endoftext|>",
+                                        eos_token="<|im_end|>")
+    config = Qwen2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, vocab_size=len(tokenizer),
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def quick_config(rm_class: str, **overrides) -> ValueModelConfig:
+    params = dict(rm_class=rm_class, learning_rate=1e-3, max_steps=2, batch_size_per_device=4,
+                  eval_batch_size=16, eval_fraction=0.25, save_steps=0, max_length=64,
+                  logging_steps=1)
+    params.update(overrides)
+    return ValueModelConfig(**params)
+
+
+@pytest.fixture(scope="module")
+def trained_scalar(tiny_base, tmp_path_factory):
+    """transformers_scalar trained ~40 steps on the learnable synthetic task."""
+    logs: list[tuple[int, dict]] = []
+    config = quick_config("transformers_scalar", max_steps=40, batch_size_per_device=8)
+    result = train_value_model(str(tiny_base), synthetic_rows(64), config,
+                               tmp_path_factory.mktemp("vm-scalar"),
+                               on_log=lambda step, values: logs.append((step, values)))
+    return result, logs
+
+
+def test_value_model_learns_synthetic_target_and_eval_mse_falls(trained_scalar):
+    result, logs = trained_scalar
+    m = result.metrics
+    assert (result.n_train, result.n_eval) == (48, 16)
+    assert m["after/mse"] < 0.5 * m["before/mse"], m
+    assert m["after/loss"] < m["before/loss"], m
+    assert m["after/accuracy"] >= m["before/accuracy"]
+    assert -1.0 <= m["after/spearman"] <= 1.0
+    # on_log forwards the Trainer's numeric logs: train losses and both evaluations
+    assert any("loss" in values for _, values in logs)
+    assert [step for step, values in logs if "eval_mse" in values] == [0, 40]
+
+
+def test_trained_value_model_separates_good_from_bad_answers(trained_scalar):
+    result, _ = trained_scalar
+    scorer = ValueModelScorer(result.model_dir, batch_size=4, device="cpu")
+    assert isinstance(scorer, Scorer)
+    prompt = "# task 7: add one\ndef f(x):\n    "
+    good, *bad = scorer.score([prompt] * 3, [GOOD, "return x * 2", "return x - 1"])
+    assert good > max(bad)
+
+
+def test_scores_do_not_depend_on_batch_padding(trained_scalar):
+    """Left padding + explicit position_ids: a text scores the same alone or padded in a batch."""
+    result, _ = trained_scalar
+    scorer = ValueModelScorer(result.model_dir, batch_size=8, device="cpu")
+    scorer.loaded.info = ValueModelInfo("transformers_scalar", -1e9, 1e9, 64)  # no clipping
+    prompts = ["def f(x):\n    ", "# a much longer prompt with many more tokens\n" * 2]
+    answers = [GOOD, "return x - 1"]
+    together = scorer.score(prompts, answers)
+    alone = [scorer.score([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
+    assert together == pytest.approx(alone, abs=1e-4)
+
+
+@pytest.mark.parametrize("rm_class", ["transformers_scalar", "standard_scalar",
+                                      "transformers_prob"])
+def test_each_value_model_class_trains_saves_and_reloads_with_clipped_scores(
+        rm_class, tiny_base, tmp_path):
+    rows = pa.Table.from_pylist(synthetic_rows(16))  # a value_data table works like dicts
+    config = quick_config(rm_class, min_rw=0.25, max_rw=0.75, save_steps=0.5)
+    result = train_value_model(str(tiny_base), rows, config, tmp_path / rm_class)
+    assert result.model_dir == tmp_path / rm_class / "final"
+    checkpoint = tmp_path / rm_class / "checkpoints" / "checkpoint-1"  # save_steps 0.5 of 2
+    weights = "value_head.safetensors" if rm_class == "standard_scalar" else "model.safetensors"
+    assert (checkpoint / weights).is_file()
+    info = ValueModelInfo.read(result.model_dir)
+    assert (info.rm_class, info.min_rw, info.max_rw, info.max_length) == (
+        rm_class, 0.25, 0.75, 64)
+    assert {"before/mse", "after/mse", "after/accuracy", "after/spearman"} <= set(result.metrics)
+
+    scorer = ValueModelScorer(result.model_dir, batch_size=3, device="cpu")
+    prompts = [r["prompt"] for r in synthetic_rows(7)]
+    answers = [r["answer"] for r in synthetic_rows(7)]
+    scores = scorer.score(prompts, answers)
+    assert len(scores) == 7
+    assert all(0.25 <= s <= 0.75 for s in scores)
+    assert scorer.score([], []) == []
+
+    unclipped = load_value_model(result.model_dir, device="cpu")
+    unclipped.info = ValueModelInfo(rm_class, -1e9, 1e9, 64)
+    raw = unclipped.predict([value_text(p, a) for p, a in zip(prompts, answers, strict=True)])
+    assert scores == pytest.approx([min(max(r, 0.25), 0.75) for r in raw], abs=1e-5)
+    if rm_class == "transformers_prob":
+        assert all(0.0 <= r <= 1.0 for r in raw)
+    assert (result.model_dir / weights).is_file()
+
+
+def test_left_truncation_keeps_the_end_of_a_long_text(tiny_base):
+    from transformers import AutoTokenizer
+
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(tiny_base)))
+    text = "# filler line\n" * 40 + "def f(x):\n    " + GOOD
+    full = encode_texts(tokenizer, [text], max_length=10_000)[0]
+    (kept,) = encode_texts(tokenizer, [text], max_length=12)
+    assert len(full) > 12
+    assert kept == full[-12:]
+    assert tokenizer.decode(kept).endswith(GOOD)
+
+
+def test_hf_reward_model_scorer_loads_a_saved_sequence_classifier(tiny_base, tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, Qwen2ForSequenceClassification
+
+    config = AutoConfig.from_pretrained(str(tiny_base), num_labels=1)
+    torch.manual_seed(1)
+    Qwen2ForSequenceClassification(config).save_pretrained(tmp_path / "orm")
+    AutoTokenizer.from_pretrained(str(tiny_base)).save_pretrained(tmp_path / "orm")
+
+    raw = HFRewardModelScorer(str(tmp_path / "orm"), batch_size=2, device="cpu")
+    assert isinstance(raw, Scorer)
+    prompts, answers = ["def f(x):\n    "] * 3, [GOOD, "return x - 1", "pass"]
+    logits = raw.score(prompts, answers)
+    assert len(logits) == 3 and all(math.isfinite(x) for x in logits)
+    squashed = HFRewardModelScorer(str(tmp_path / "orm"), device="cpu", sigmoid=True)
+    assert squashed.score(prompts, answers) == pytest.approx(
+        [1 / (1 + math.exp(-x)) for x in logits], abs=1e-5)
+
+    two = AutoConfig.from_pretrained(str(tiny_base), num_labels=2)
+    Qwen2ForSequenceClassification(two).save_pretrained(tmp_path / "two")
+    AutoTokenizer.from_pretrained(str(tiny_base)).save_pretrained(tmp_path / "two")
+    with pytest.raises(ValueError, match="single-logit"):
+        HFRewardModelScorer(str(tmp_path / "two"), device="cpu")
+
+
+def test_value_model_dir_without_info_file_is_rejected(tmp_path):
+    with pytest.raises(FileNotFoundError, match=INFO_FILE):
+        ValueModelInfo.read(tmp_path)
+
+
+def test_split_is_seeded_and_keeps_both_sides_non_empty():
+    train, held = split_indices(10, 0.1, seed=3)
+    assert (len(train), len(held)) == (9, 1)
+    assert split_indices(10, 0.1, seed=3) == (train, held)
+    assert sorted(train + held) == list(range(10))
+    assert split_indices(2, 0.01, seed=0)[1] and split_indices(2, 0.99, seed=0)[0]
+    assert split_indices(5, 0.0, seed=0) == (split_indices(5, 0.0, seed=0)[0], [])
+
+
+def test_prob_class_weights_are_inverse_to_class_frequency():
+    assert class_weights([0.0, 0.0, 0.0, 1.0], 0.5) == [4 / 6, 2.0]
+    assert class_weights([0.9, 0.7], 0.5) == [0.0, 0.5]  # one class: its weight is moot
+
+
+def test_metrics_are_nan_safe_and_use_the_tolerance():
+    m = regression_metrics([0.5, 0.5, 0.5], [0.0, 0.55, 1.0], test_tol=0.1)
+    assert m["spearman"] == 0.0  # constant predictions: undefined, reported as 0
+    assert m["accuracy"] == pytest.approx(1 / 3)
+    assert m["mse"] == pytest.approx((0.25 + 0.0025 + 0.25) / 3)
+    assert regression_metrics([0.1, 0.9], [0.0, 1.0], 0.1)["spearman"] == pytest.approx(1.0)
+
+
+def test_config_rejects_unknown_class_and_bad_ranges():
+    with pytest.raises(ValueError, match="rm_class"):
+        ValueModelConfig(rm_class="skywork")
+    with pytest.raises(ValueError, match="min_rw"):
+        ValueModelConfig(min_rw=1.0, max_rw=0.0)
+    with pytest.raises(ValueError, match="eval_fraction"):
+        ValueModelConfig(eval_fraction=1.0)
+
+
+def test_deepspeed_configs_leave_sizes_to_the_trainer():
+    import json
+    from pathlib import Path
+
+    import restrl.training
+
+    configs = Path(restrl.training.__file__).parent / "configs"
+    for name, stage in (("zero2.json", 2), ("zero3.json", 3)):
+        config = json.loads((configs / name).read_text())
+        assert config["zero_optimization"]["stage"] == stage
+        for key in ("train_batch_size", "train_micro_batch_size_per_gpu",
+                    "gradient_accumulation_steps", "gradient_clipping"):
+            assert config[key] == "auto"
+        assert config["bf16"]["enabled"] == "auto"
+        assert "optimizer" not in config and "scheduler" not in config  # the Trainer's own
