@@ -18,6 +18,17 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Models restrl builds locally.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+run_app = typer.Typer(
+    help="Run a pipeline flow here (Prefect's ephemeral API unless PREFECT_API_URL is set).",
+    no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+# The flow layer sits above the library: the CLI reaches it by name, restrl never imports it.
+FLOWS = {
+    "self-training": ("flows.self_training", "self_training", "SelfTrainingParams"),
+}
+SET_HELP = ("Override one parameter, dotted: --set sampling.n=8 --set grpo.learning_rate=1e-4 "
+            "(values are JSON when they parse as JSON). Repeatable.")
 
 DOMAIN_HELP = "Dataset format of --problems: apps, bigcodebench, ds1000, humaneval or toy."
 
@@ -133,6 +144,21 @@ def verify(
                f"{strict}/{n} strict passes -> {out}", err=True)
 
 
+@model_app.command("tiny")
+def model_tiny(
+    out: Annotated[Path | None, typer.Option(
+        help="Build into this directory instead of the shared cache.")] = None,
+) -> None:
+    """Build (once) the embedded tiny model and print its directory.
+
+    The directory loads with AutoModelForCausalLM / AutoTokenizer like any hub model.
+    """
+    from restrl.toy.tiny_model import build_tiny_model, tiny_model_path
+
+    path = build_tiny_model(out) if out is not None else tiny_model_path()
+    typer.echo(str(path))
+
+
 @app.command()
 def lineage(
     uri: Annotated[str, typer.Argument(help="Artifact URI (file://... or s3://...).")],
@@ -181,6 +207,62 @@ def _verify_with_progress(verifier, problems, programs):  # noqa: ANN001, ANN202
         task = progress.add_task("verifying", total=len(programs))
         return verifier.verify(problems, programs,
                                on_done=lambda _i, _v: progress.advance(task))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`a.b=1` items as a nested dict; values parse as JSON when they can."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        dotted, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = tree
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def run_flow(name: str, overrides: list[str], params_file: Path | None) -> dict[str, Any]:
+    """Build the flow's typed parameters from defaults, a JSON file and --set items; run it."""
+    import importlib
+
+    module_name, flow_name, params_name = FLOWS[name]
+    module = importlib.import_module(module_name)
+    params_model = getattr(module, params_name)
+    values = json.loads(params_model().model_dump_json())
+    if params_file is not None:
+        _merge(values, json.loads(params_file.read_text()))
+    _merge(values, parse_overrides(overrides))
+    params = params_model.model_validate(values)
+    return getattr(module, flow_name)(params)
+
+
+@run_app.command("self-training")
+def run_self_training(
+    set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
+    params_file: Annotated[Path | None, typer.Option(help="JSON file of parameters.")] = None,
+) -> None:
+    """Stage 1: sample -> verify -> ReST data -> GRPO on the toy domain by default."""
+    try:
+        result = run_flow("self-training", set_, params_file)
+    except UsageError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=2, default=str))
 
 
 def main() -> None:

@@ -1,0 +1,69 @@
+"""Stage 1, step 1: draw n completions per problem and lay them out as a completions table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from restrl.generation import GenerationConfig, Generator
+from restrl.problems.model import Problem
+from restrl.prompts import format_prompt, full_program, postprocess, stop_strings
+
+
+@dataclass
+class SamplingConfig:
+    """How completions are drawn (the ReST-RL seed's `sample.py` flags).
+
+    n (int, 5): completions per problem; GRPO's variance filter needs several.
+    temperature (float, 0.7) and top_p (float, 1.0): the sampling distribution.
+    max_tokens (int, 1024): most new tokens per completion.
+    seed (int, 0): shard i is sampled with seed + i, so a resumed run draws the same samples.
+    problems_per_call (int, 16): prompts per generate call; larger batches are faster on GPUs.
+    shard_problems (int, 32): problems per committed shard: the unit a crash can lose.
+    """
+
+    n: int = 5
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int = 0
+    problems_per_call: int = 16
+    shard_problems: int = 32
+
+
+def sample_problems(problems: Sequence[Problem], generator: Generator, tokenizer: Any,
+                    config: SamplingConfig, seed: int | None = None) -> list[dict[str, Any]]:
+    """Completions rows (schema `restrl.schemas.COMPLETIONS`) for `problems`, n per problem."""
+    rows: list[dict[str, Any]] = []
+    seed = config.seed if seed is None else seed
+    for start in range(0, len(problems), config.problems_per_call):
+        batch = problems[start:start + config.problems_per_call]
+        prompts = [format_prompt(p, tokenizer) for p in batch]
+        stops = sorted({s for p in batch for s in stop_strings(p.domain)})
+        gen_config = GenerationConfig(n=config.n, temperature=config.temperature,
+                                      top_p=config.top_p, max_tokens=config.max_tokens,
+                                      stop=tuple(stops), seed=seed + start)
+        result = generator.generate(prompts, gen_config)
+        per_prompt_tokens = result.prompt_tokens // max(1, len(batch))
+        for problem, prompt, samples in zip(batch, prompts, result.samples, strict=True):
+            for idx, sample in enumerate(samples):
+                code, _ = postprocess(sample.text, problem.domain)
+                rows.append({
+                    "problem_id": problem.problem_id,
+                    "sample_idx": idx,
+                    "prompt": prompt,
+                    "raw": sample.text,
+                    "code": code,
+                    "program": full_program(problem, code),
+                    "hit_stop": sample.finish_reason == "stop",
+                    "prompt_tokens": per_prompt_tokens,
+                    "completion_tokens": sample.tokens,
+                    "finish_reason": sample.finish_reason,
+                })
+    return rows
+
+
+def shards(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """Consecutive slices of at most `size` items: the unit of commit and resume."""
+    return [items[i:i + size] for i in range(0, len(items), max(1, size))]

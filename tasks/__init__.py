@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over `restrl.stages` with cache policies, retries and artifacts."""

@@ -1,0 +1,62 @@
+"""What every task shares: the run context, the cache policy, Prefect summaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.runtime import flow_run
+
+from restrl.artifacts import ArtifactRef, ArtifactStore, code_version
+from restrl.stages import RunIds
+
+# Inputs are small ArtifactRefs and configs; the code version is passed in explicitly.
+CACHE = INPUTS + TASK_SOURCE
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Passed to every task: where artifacts go and which runs they belong to."""
+
+    store_root: str
+    mlflow_parent_run_id: str | None = None
+    code: str = ""
+
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.store_root)
+
+    def run_ids(self, mlflow_run_id: str | None = None) -> RunIds:
+        return RunIds(mlflow_run_id=mlflow_run_id or self.mlflow_parent_run_id,
+                      prefect_flow_run_id=current_flow_run_id())
+
+
+def make_context(store_root: str | None, mlflow_parent_run_id: str | None) -> RunContext:
+    store = ArtifactStore(store_root)
+    return RunContext(store.root, mlflow_parent_run_id, code_version())
+
+
+def current_flow_run_id() -> str | None:
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+def artifact_key_name(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]
+
+
+def publish(ref: ArtifactRef, title: str, summary: dict[str, object] | None = None,
+            mlflow_url: str | None = None) -> None:
+    """A Prefect table of the step's figures and a link to the Parquet artifact."""
+    if summary:
+        rows = [{"metric": k, "value": round(v, 4) if isinstance(v, float) else v}
+                for k, v in summary.items()]
+        create_table_artifact(rows, key=artifact_key_name(f"{ref.kind}-summary"),
+                              description=f"{title}: {ref.uri}")
+    create_link_artifact(ref.uri, link_text=f"{ref.kind} ({ref.rows or 'model'} rows)"
+                         if ref.rows is not None else f"{ref.kind}",
+                         key=artifact_key_name(f"{ref.kind}-uri"), description=title)
+    if mlflow_url:
+        create_markdown_artifact(f"MLflow run: [{mlflow_url}]({mlflow_url})",
+                                 key=artifact_key_name(f"{ref.kind}-mlflow"))

@@ -1,0 +1,94 @@
+"""Stage 1 tasks: load problems, sample, verify, build ReST data, train GRPO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from prefect import get_run_logger, task
+
+from restrl import stages, tracking
+from restrl.artifacts import ArtifactRef
+from restrl.rest import RestDataConfig
+from restrl.sampling import SamplingConfig
+from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig
+from restrl.training.grpo import GRPOTrainConfig
+from tasks.common import CACHE, RunContext, publish
+
+
+@task(name="load-problems", cache_policy=CACHE, persist_result=True)
+def load_problems(ctx: RunContext, source: ProblemSource) -> ArtifactRef:
+    ref, rejected = stages.load_problems(ctx.store(), source, ctx.run_ids())
+    logger = get_run_logger()
+    for row in rejected:
+        logger.warning("set aside %s", row)
+    logger.info("%d %s problems -> %s", ref.rows, source.domain, ref.uri)
+    publish(ref, f"{source.domain} problems", {"problems": ref.rows, "set_aside": len(rejected)})
+    return ref
+
+
+@task(name="sample", cache_policy=CACHE, persist_result=True, retries=2, retry_delay_seconds=10)
+def sample(ctx: RunContext, problems: ArtifactRef, generator: GeneratorSpec,
+           config: SamplingConfig) -> ArtifactRef:
+    """Retried: an API backend's outage should not fail the flow; shards already done stay."""
+    logger = get_run_logger()
+    ref = stages.sample(ctx.store(), problems, generator, config, ctx.run_ids(),
+                        on_shard=lambda i, n: logger.info("sampled shard %d/%d", i + 1, n))
+    logger.info("%d completions -> %s", ref.rows, ref.uri)
+    publish(ref, "completions", {"completions": ref.rows, "n_per_problem": config.n})
+    return ref
+
+
+@task(name="verify", cache_policy=CACHE, persist_result=True)
+def verify(ctx: RunContext, problems: ArtifactRef, completions: ArtifactRef,
+           config: VerifyConfig) -> ArtifactRef:
+    logger = get_run_logger()
+    store = ctx.store()
+    ref = stages.verify(store, problems, completions, config, ctx.run_ids(),
+                        on_shard=lambda i, n: logger.info("verified shard %d/%d", i + 1, n))
+    summary = stages.summarize_verdicts(store, ref)
+    logger.info("verdicts: mean reward %.3f, strict %.3f", summary["mean_reward"],
+                summary["strict_accuracy"])
+    if ctx.mlflow_parent_run_id:
+        tracking.log_metrics(ctx.mlflow_parent_run_id,
+                             {f"verify/{k}": v for k, v in summary.items()})
+    publish(ref, "verdicts", summary)
+    return ref
+
+
+@task(name="build-rest-data", cache_policy=CACHE, persist_result=True)
+def build_rest_data(ctx: RunContext, problems: ArtifactRef, completions: ArtifactRef,
+                    verdicts: ArtifactRef, config: RestDataConfig, model: str) -> ArtifactRef:
+    ref, stats = stages.build_rest_data(ctx.store(), problems, completions, verdicts, config,
+                                        model, ctx.run_ids())
+    get_run_logger().info("ReST %s data: %s -> %s", config.mode, stats, ref.uri)
+    if ctx.mlflow_parent_run_id:
+        tracking.log_metrics(ctx.mlflow_parent_run_id, {f"rest/{k}": v for k, v in stats.items()})
+    publish(ref, f"ReST {config.mode} data", stats)
+    return ref
+
+
+@task(name="train-grpo", cache_policy=CACHE, persist_result=True)
+def train_grpo(ctx: RunContext, model: str, data: ArtifactRef, problems: list[ArtifactRef],
+               config: GRPOTrainConfig, verify_config: VerifyConfig, work_dir: str
+               ) -> ArtifactRef:
+    """A nested MLflow run with per-step metrics; the checkpoint is a `policy` artifact."""
+    store = ctx.store()
+    logger = get_run_logger()
+    run_id = tracking.start_run("train-grpo", stages.params_of(config, base_model=model),
+                                parent_run_id=ctx.mlflow_parent_run_id)
+    tracking.log_input(run_id, data.uri, data.sha256, "grpo_data")
+
+    def on_log(step: int, logs: dict[str, float]) -> None:
+        tracking.log_metrics(run_id, {k.replace("/", "_"): v for k, v in logs.items()}, step)
+
+    try:
+        ref, extra = stages.train_grpo(store, model, data, problems, config, verify_config,
+                                       Path(work_dir), ctx.run_ids(run_id), on_log=on_log)
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.set_tags(run_id, {"restrl.policy_uri": ref.uri})
+    tracking.end_run(run_id)
+    logger.info("policy -> %s (%s)", ref.uri, extra)
+    publish(ref, "ReST-GRPO policy", {"rows_used": extra.get("rows_used", 0)})
+    return ref
+
