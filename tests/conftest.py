@@ -64,3 +64,23 @@ def s3_bucket(s3_endpoint, monkeypatch):
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     yield name
     os.environ.pop("RESTRL_S3_ENDPOINT_URL", None)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback (SQLite backend, local artifact store)."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    proc = subprocess.Popen(
+        [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", timeout=120)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(20)

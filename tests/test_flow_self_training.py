@@ -159,3 +159,21 @@ def test_stages_skip_work_when_the_artifact_exists(tmp_path):
     config = SamplingConfig(n=1, max_tokens=8, shard_problems=1)
     ref = stages.sample(store, problems, GeneratorSpec(), config)
     assert stages.sample(store, problems, GeneratorSpec(), config) == ref
+
+
+def test_self_training_flow_on_s3_and_an_mlflow_server(prefect_harness, s3_bucket, mlflow_server,
+                                                       tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from flows.self_training import self_training
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    result = self_training(small_params(f"s3://{s3_bucket}/restrl", tmp_path / "work",
+                                        eval_problems=None))
+    assert result["policy"].startswith(f"s3://{s3_bucket}/restrl/policy/")
+    store = ArtifactStore(f"s3://{s3_bucket}/restrl")
+    assert store.read_table(result["verdicts"]).num_rows == 8 * 4
+    assert (store.model_path(result["policy"], cache_dir=tmp_path / "models")
+            / "config.json").exists()
+    run = MlflowClient(mlflow_server).get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "verify/mean_reward" in run.data.metrics

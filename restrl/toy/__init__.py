@@ -21,8 +21,8 @@ from restrl.toy.tasks import (
     write_toy_problems,
 )
 
-_TINY_MODEL_API = ("build_tiny_model", "build_tokenizer", "tiny_model_path", "evaluate_pass_at_1",
-                   "RECIPE", "recipe_hash")
+_TINY_MODEL_API = ("RECIPE", "build_tiny_model", "build_tokenizer", "evaluate_pass_at_1",
+                   "generate_programs", "recipe_hash", "tiny_model_info", "tiny_model_path")
 
 __all__ = [
     "FAMILIES",
