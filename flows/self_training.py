@@ -53,6 +53,7 @@ class SelfTrainingParams(BaseModel):
     store: str | None = Field(None, description="Artifact root: a directory or s3://bucket/prefix.")
     work_dir: str = Field(".restrl/work", description="Scratch space for training checkpoints.")
     experiment: str = Field("restrl", description="MLflow experiment.")
+    parent_run_id: str | None = Field(None, description="Nest under this MLflow run.")
 
 
 @flow(name="self-training", log_prints=True)
@@ -62,7 +63,8 @@ def self_training(params: SelfTrainingParams | None = None) -> dict[str, object]
     logger = get_run_logger()
     parent = tracking.start_run("self-training", params_of(
         params.problems, params.sampling, params.rest, params.grpo, model=params.generator.model,
-        backend=params.generator.backend), experiment=params.experiment)
+        backend=params.generator.backend), parent_run_id=params.parent_run_id,
+        experiment=params.experiment)
     ctx = make_context(params.store, parent)
     try:
         result = _stage1(ctx, params, logger)

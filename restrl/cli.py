@@ -26,6 +26,9 @@ app.add_typer(run_app, name="run")
 # The flow layer sits above the library: the CLI reaches it by name, restrl never imports it.
 FLOWS = {
     "self-training": ("flows.self_training", "self_training", "SelfTrainingParams"),
+    "value-model": ("flows.value_model", "value_model", "ValueModelParams"),
+    "evaluate": ("flows.evaluate", "evaluate", "EvaluateParams"),
+    "pipeline": ("flows.pipeline", "pipeline", "PipelineParams"),
 }
 SET_HELP = ("Override one parameter, dotted: --set sampling.n=8 --set grpo.learning_rate=1e-4 "
             "(values are JSON when they parse as JSON). Repeatable.")
@@ -175,27 +178,42 @@ def lineage(
 
 
 @app.command()
-def demo(workers: Annotated[int, typer.Option(help="Parallel sandboxes.")] = 0) -> None:
-    """The main job on the embedded defaults (today: sandboxed verification of HumanEval)."""
+def demo(
+    set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
+    summary_path: Annotated[Path, typer.Option(help="Where the summary JSON goes.")] = Path(
+        ".restrl/demo-summary.json"),
+) -> None:
+    """The main job: the whole pipeline on the toy domain with the embedded tiny model.
+
+    Builds (once) the tiny model, runs ReST-GRPO, trains a value model with MCTS, evaluates the
+    base and trained policies, prints the results table and where to look next.
+    """
     import time
 
-    from restrl.problems import read_humaneval
-    from restrl.sandbox import Verifier
+    from restrl.toy.tiny_model import tiny_model_path
 
-    problems = read_humaneval().problems
-    programs = [p.meta["reference"] for p in problems] + [
-        p.prompt + "    return None\n" for p in problems]
     start = time.perf_counter()
-    with Verifier(workers or None, domains=["humaneval"]) as verifier:
-        verdicts = _verify_with_progress(verifier, problems + problems, programs)
-        isolation = verifier.isolation
-    seconds = time.perf_counter() - start
-    canonical, broken = verdicts[: len(problems)], verdicts[len(problems):]
-    typer.echo(f"HumanEval reference solutions passing: {sum(v.strict for v in canonical)}"
-               f"/{len(canonical)}")
-    typer.echo(f"HumanEval broken variants passing:     {sum(v.strict for v in broken)}"
-               f"/{len(broken)}")
-    typer.echo(f"{len(verdicts)} programs judged in {seconds:.1f} s (isolation: {isolation})")
+    typer.echo("restrl demo: the ReST-RL pipeline on the toy domain, tiny model, CPU only")
+    typer.echo(f"tiny model: {tiny_model_path()}")
+    try:
+        result = run_flow("pipeline", set_, None)
+    except UsageError as exc:
+        _fail(str(exc))
+    minutes = (time.perf_counter() - start) / 60
+    rows = result["summary"]
+    typer.echo("")
+    typer.echo(f"{'result':<36} {'accuracy':>9} {'completions/problem':>20}")
+    for row in rows:
+        typer.echo(f"{row['label']:<36} {row['value']:>9.3f} {row['budget']:>20}")
+    summary = {"rows": rows, "policy": result["policy"], "value_model": result["value_model"],
+               "mlflow_run_id": result["mlflow_run_id"], "minutes": round(minutes, 2)}
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    typer.echo(f"\nfinished in {minutes:.1f} min; summary written to {summary_path}")
+    typer.echo("where to look next:")
+    typer.echo("  mlflow ui --backend-store-uri sqlite:///.restrl/mlflow.db   # runs, metrics, plots")
+    typer.echo(f"  restrl lineage {result['policy']}   # where the trained policy came from")
+    typer.echo("  prefect server start   # then open http://127.0.0.1:4200 for flow runs")
 
 
 def _verify_with_progress(verifier, problems, programs):  # noqa: ANN001, ANN202
@@ -252,17 +270,26 @@ def run_flow(name: str, overrides: list[str], params_file: Path | None) -> dict[
     return getattr(module, flow_name)(params)
 
 
-@run_app.command("self-training")
-def run_self_training(
-    set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
-    params_file: Annotated[Path | None, typer.Option(help="JSON file of parameters.")] = None,
-) -> None:
-    """Stage 1: sample -> verify -> ReST data -> GRPO on the toy domain by default."""
-    try:
-        result = run_flow("self-training", set_, params_file)
-    except UsageError as exc:
-        _fail(str(exc))
-    typer.echo(json.dumps(result, indent=2, default=str))
+def _flow_command(name: str, doc: str) -> None:
+    def command(
+        set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
+        params_file: Annotated[Path | None, typer.Option(help="JSON file of parameters.")] = None,
+    ) -> None:
+        try:
+            result = run_flow(name, set_, params_file)
+        except UsageError as exc:
+            _fail(str(exc))
+        typer.echo(json.dumps(result, indent=2, default=str))
+
+    command.__doc__ = doc
+    run_app.command(name)(command)
+
+
+_flow_command("self-training", "Stage 1: sample -> verify -> ReST data -> GRPO (toy domain by "
+              "default).")
+_flow_command("value-model", "Stage 2: MCTS value targets -> reward data -> value model.")
+_flow_command("evaluate", "Evaluate policies: sampling pass@k, best-of-N, VM-MCTS.")
+_flow_command("pipeline", "Everything: Stage 1 -> Stage 2 -> base vs trained evaluation.")
 
 
 def main() -> None:

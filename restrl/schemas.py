@@ -65,6 +65,18 @@ SFT_DATA = pa.schema([
     ("reward", pa.float64()),
 ])
 
+# One judged answer of an evaluation method; `budget` = completions generated per problem.
+EVAL_RESULTS = pa.schema([
+    ("problem_id", pa.string()),
+    ("method", pa.string()),          # sample | best_of_n | vm_mcts
+    ("budget", pa.int64()),
+    ("sample_idx", pa.int64()),
+    ("program", pa.string()),
+    ("score", pa.float64()),          # the scorer's value (best_of_n, vm_mcts)
+    ("reward", pa.float64()),
+    ("strict", pa.bool_()),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS_SCHEMA,
     "completions": COMPLETIONS,
@@ -72,4 +84,5 @@ SCHEMAS: dict[str, pa.Schema] = {
     "grpo_data": GRPO_DATA,
     "dpo_data": DPO_DATA,
     "sft_data": SFT_DATA,
+    "eval_results": EVAL_RESULTS,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -73,13 +74,20 @@ def log_params(run_id: str, params: Mapping[str, Any]) -> None:
         client.log_batch(run_id, params=items[start:start + 100])
 
 
+def metric_name(key: str) -> str:
+    """MLflow accepts alphanumerics and `_-. :/` only: `pass@1` becomes `pass_at_1`."""
+    key = key.replace("@", "_at_")
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key)
+
+
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
     import time
 
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+    items = [Metric(metric_name(k), float(v), now, step or 0)
+             for k, v in metrics.items() if v is not None]
     if items:
         _client().log_batch(run_id, metrics=items)
 

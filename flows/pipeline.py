@@ -1,0 +1,104 @@
+"""The whole ReST-RL pipeline: Stage 1 -> Stage 2 -> evaluation of base vs trained policy."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, Field
+
+from flows.evaluate import EvaluateParams, evaluate, toy_eval
+from flows.self_training import SelfTrainingParams, self_training
+from flows.value_model import ValueModelParams, value_model
+from restrl import tracking
+from restrl.stages import ProblemSource, VerifyConfig
+from restrl.stages_eval import EvalConfig
+
+SUMMARY_ROWS = (
+    ("base policy, pass@1", "base", "sample/pass@1"),
+    ("after ReST-GRPO, pass@1", "trained", "sample/pass@1"),
+    ("best-of-N with the value model", "trained", "best_of_{n}/accuracy"),
+    ("VM-MCTS at the same budget", "trained", "vm_mcts/accuracy"),
+)
+
+
+class PipelineParams(BaseModel):
+    """The whole pipeline's parameters (the UI form): one section per stage."""
+
+    model: str = Field("tiny", description="Starting policy: tiny, a path, a hub id or a URI.")
+    backend: str = "hf"
+    stage1: SelfTrainingParams = Field(
+        default_factory=lambda: SelfTrainingParams(eval_problems=None))
+    stage2: ValueModelParams = Field(default_factory=ValueModelParams)
+    eval_problems: ProblemSource = Field(
+        default_factory=lambda: ProblemSource(split="test", n=32))
+    eval: EvalConfig = Field(default_factory=toy_eval)
+    verification: VerifyConfig = Field(default_factory=VerifyConfig)
+    store: str | None = None
+    experiment: str = "restrl"
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
+    """ReST-GRPO on the policy, a value model from MCTS on the trained policy, then base vs
+    trained with plain sampling, best-of-N and VM-MCTS at the same generation budget."""
+    params = params or PipelineParams()
+    logger = get_run_logger()
+    run_id = tracking.start_run("pipeline", {"model": params.model, "backend": params.backend},
+                                experiment=params.experiment)
+    try:
+        stage1_params = params.stage1.model_copy(update={
+            "store": params.store, "parent_run_id": run_id, "experiment": params.experiment,
+            "verification": params.verification, "eval_problems": None})
+        stage1_params.generator.model = params.model
+        stage1_params.generator.backend = params.backend
+        stage1 = self_training(stage1_params)
+        policy = str(stage1["policy"])
+        stage2_params = params.stage2.model_copy(update={
+            "store": params.store, "parent_run_id": run_id, "experiment": params.experiment,
+            "verification": params.verification})
+        stage2_params.generator.model = policy
+        stage2_params.generator.backend = params.backend
+        stage2 = value_model(stage2_params)
+        evaluation = evaluate(EvaluateParams(
+            problems=params.eval_problems, policies={"base": params.model, "trained": policy},
+            backend=params.backend, value_model=str(stage2["value_model"]), eval=params.eval,
+            verification=params.verification, store=params.store,
+            experiment=params.experiment, parent_run_id=run_id))
+        summary = summarize(evaluation["results"], params.eval)
+        for row in summary:
+            tracking.log_metrics(run_id, {f"summary/{row['key']}": row["value"]})
+        create_markdown_artifact(summary_markdown(summary), key="pipeline-summary",
+                                 description="ReST-RL pipeline results")
+        logger.info("\n%s", summary_markdown(summary))
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id)
+    return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
+            "evaluation": evaluation["results"], "mlflow_run_id": run_id,
+            "stage1": stage1, "stage2": stage2}
+
+
+def summarize(results: dict, config: EvalConfig) -> list[dict[str, object]]:
+    """The demo table: label, value, budget (completions generated per problem)."""
+    n = max(config.best_of_n) if config.best_of_n else config.sampling.n
+    budgets = {"sample/pass@1": 1, "best_of_{n}/accuracy": n,
+               "vm_mcts/accuracy": config.mcts_budget()}
+    rows = []
+    for label, policy, metric in SUMMARY_ROWS:
+        key = metric.format(n=n)
+        value = results.get(policy, {}).get("metrics", {}).get(key)
+        if value is not None:
+            rows.append({"label": label, "policy": policy, "key": f"{policy}_{key}",
+                         "value": float(value), "budget": budgets[metric]})
+    return rows
+
+
+def summary_markdown(rows: list[dict[str, object]]) -> str:
+    lines = ["| result | accuracy | completions per problem |", "|---|---|---|"]
+    lines += [f"| {r['label']} | {float(r['value']):.3f} | {r['budget']} |" for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    pipeline()

@@ -1,0 +1,74 @@
+"""Stage 2 as a Prefect flow: MCTS value targets -> reward data -> value model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from restrl import tracking
+from restrl.search import MCTSConfig
+from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig, params_of
+from restrl.training.value import ValueModelConfig
+from tasks.common import make_context
+from tasks.stage1 import load_problems
+from tasks.stage2 import build_value_data, collect_mcts, train_value_model
+
+
+def toy_mcts() -> MCTSConfig:
+    """A search budget the tiny model finishes in minutes on 2 CPU cores."""
+    return MCTSConfig(iteration_limit=6, num_sample=4, num_decision=3, exploration_constant=0.2,
+                      eps=0.1, temperature=1.0, max_tokens=96)
+
+
+def toy_value_model() -> ValueModelConfig:
+    return ValueModelConfig(learning_rate=1e-3, epochs=3.0, batch_size_per_device=16,
+                            max_length=512, save_steps=0, eval_fraction=0.1)
+
+
+class ValueModelParams(BaseModel):
+    """Stage 2 parameters (the UI form)."""
+
+    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(n=32, seed=1),
+                                    description="Problems to search (toy train split).")
+    generator: GeneratorSpec = Field(default_factory=GeneratorSpec,
+                                     description="The policy that expands the trees.")
+    mcts: MCTSConfig = Field(default_factory=toy_mcts)
+    shard_problems: int = Field(8, description="Problems per committed search shard.")
+    value_model: ValueModelConfig = Field(default_factory=toy_value_model)
+    value_base_model: str | None = Field(
+        None, description="Model the value head starts from (default: the policy).")
+    verification: VerifyConfig = Field(default_factory=VerifyConfig)
+    store: str | None = None
+    work_dir: str = ".restrl/work"
+    experiment: str = "restrl"
+    parent_run_id: str | None = Field(None, description="Nest under this MLflow run.")
+
+
+@flow(name="value-model", log_prints=True)
+def value_model(params: ValueModelParams | None = None) -> dict[str, object]:
+    """Collect value targets with MCTS, build reward rows, train the value model."""
+    params = params or ValueModelParams()
+    run_id = tracking.start_run("value-model", params_of(
+        params.problems, params.mcts, params.value_model, policy=params.generator.model),
+        parent_run_id=params.parent_run_id, experiment=params.experiment)
+    ctx = make_context(params.store, run_id)
+    try:
+        problems = load_problems(ctx, params.problems)
+        nodes, completions = collect_mcts(ctx, problems, params.generator, params.mcts,
+                                          params.verification, params.shard_problems)
+        data = build_value_data(ctx, problems, nodes, completions, params.generator.model)
+        vm = train_value_model(ctx, params.value_base_model or params.generator.model, data,
+                               params.value_model, str(Path(params.work_dir).resolve()))
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id)
+    return {"problems": problems.uri, "mcts_nodes": nodes.uri,
+            "mcts_completions": completions.uri, "value_data": data.uri, "value_model": vm.uri,
+            "mlflow_run_id": run_id}
+
+
+if __name__ == "__main__":
+    value_model()

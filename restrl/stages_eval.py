@@ -1,0 +1,184 @@
+"""Evaluation step: plain sampling, best-of-N with a scorer, and VM-MCTS (DESIGN step 8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from restrl.artifacts import ArtifactRef, ArtifactStore, artifact_key
+from restrl.sampling import SamplingConfig
+from restrl.stages import (
+    GeneratorSpec,
+    RunIds,
+    VerifyConfig,
+    load_tokenizer,
+    model_identity,
+    params_of,
+    read_problems_artifact,
+    resolve_model,
+    sample,
+    verify,
+)
+
+METHODS = ("sample", "best_of_n", "vm_mcts")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate (the ReST-RL seed's `eval.py` flags).
+
+    methods (list[str], all three): "sample" (pass@k over `sampling.n` samples), "best_of_n"
+        (keep the best-scored of N samples), "vm_mcts" (value-guided MCTS decoding).
+    sampling (SamplingConfig): samples per problem for pass@k; best-of-N reuses them.
+    ks (list[int], [1]): pass@k values to report (k <= sampling.n).
+    best_of_n (list[int], [4]): N values for best-of-N (N <= sampling.n).
+    rm_type (str, "orm"): score whole answers ("orm") or every line prefix, keeping the worst
+        ("prm").
+    reward_model (str | None, None): a Hugging Face sequence-classification reward model to
+        score with instead of restrl's value model.
+    mcts_iterations (int, 2), mcts_num_sample (int, 4), mcts_num_decision (int, 5),
+        mcts_exploration_constant (float, 0.1), mcts_eps (float, 0.1): the VM-MCTS search
+        (test phase); its budget is iterations x num_sample completions per problem.
+    seed (int, 0).
+    """
+
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8))
+    ks: list[int] = field(default_factory=lambda: [1])
+    best_of_n: list[int] = field(default_factory=lambda: [4])
+    rm_type: str = "orm"
+    reward_model: str | None = None
+    mcts_iterations: int = 2
+    mcts_num_sample: int = 4
+    mcts_num_decision: int = 5
+    mcts_exploration_constant: float = 0.1
+    mcts_eps: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(METHODS)
+        if unknown:
+            raise ValueError(f"unknown evaluation methods {sorted(unknown)}; expected {METHODS}")
+
+    def mcts_budget(self) -> int:
+        return self.mcts_iterations * self.mcts_num_sample
+
+
+def _scorer(store: ArtifactStore, config: EvalConfig, value_model: str | None) -> Any:
+    from restrl.training.value import HFRewardModelScorer, ValueModelScorer
+
+    if config.reward_model:
+        return HFRewardModelScorer(config.reward_model)
+    if value_model is None:
+        raise ValueError("best_of_n and vm_mcts need a value model or a reward_model")
+    return ValueModelScorer(resolve_model(store, value_model)[0])
+
+
+def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: GeneratorSpec,
+             value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
+             run_ids: RunIds | None = None) -> tuple[ArtifactRef, dict[str, float], list]:
+    """Every configured method on the problems; returns eval_results, metrics and plot points.
+
+    Plot points are (method, completions generated per problem, strict accuracy).
+    """
+    import pyarrow as pa
+
+    from restrl.evaluation import choose_best_of_n, sample_metrics, score_answers
+
+    identity = model_identity(store, generator_spec.model)
+    vm_identity = model_identity(store, value_model) if value_model else {}
+    params = params_of(config, backend=generator_spec.backend, **identity,
+                       **{f"value_{k}": v for k, v in vm_identity.items()})
+    key = artifact_key("eval_results", params, [problems_ref])
+    if (found := store.find("eval_results", key)) is not None:
+        extra = store.manifest(found.uri).extra
+        return found, extra.get("metrics", {}), [tuple(p) for p in extra.get("points", [])]
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {}
+    points: list[tuple[str, float, float]] = []
+    needs_samples = {"sample", "best_of_n"} & set(config.methods)
+    if needs_samples:
+        completions_ref = sample(store, problems_ref, generator_spec, config.sampling, run_ids)
+        verdicts_ref = verify(store, problems_ref, completions_ref, verify_config, run_ids)
+        completions = store.read_table(completions_ref).to_pylist()
+        verdicts = store.read_table(verdicts_ref).to_pylist()
+        for c, v in zip(completions, verdicts, strict=True):
+            c.update(reward=v["reward"], strict=v["strict"])
+        if "sample" in config.methods:
+            sampled = sample_metrics(completions, ks=[k for k in config.ks
+                                                      if k <= config.sampling.n])
+            metrics.update({f"sample/{k}": v for k, v in sampled.items()})
+            points.append(("sample", 1, sampled.get("pass@1", sampled["strict_accuracy"])))
+            rows += [_row(c, "sample", 1, None) for c in completions]
+        if "best_of_n" in config.methods:
+            scorer = _scorer(store, config, value_model)
+            scores = score_answers(scorer, [c["prompt"] for c in completions],
+                                   [c["code"] for c in completions], config.rm_type)
+            for n in config.best_of_n:
+                if n > config.sampling.n:
+                    continue
+                chosen = choose_best_of_n(completions, scores, n)
+                accuracy = sum(bool(c["strict"]) for c in chosen) / max(1, len(chosen))
+                metrics[f"best_of_{n}/accuracy"] = accuracy
+                metrics[f"best_of_{n}/average_accuracy"] = (
+                    sum(c["reward"] for c in chosen) / max(1, len(chosen)))
+                points.append(("best_of_n", n, accuracy))
+                rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
+    if "vm_mcts" in config.methods:
+        mcts_rows = _vm_mcts(store, problems_ref, generator_spec, value_model, config,
+                             verify_config)
+        accuracy = sum(r["strict"] for r in mcts_rows) / max(1, len(mcts_rows))
+        metrics["vm_mcts/accuracy"] = accuracy
+        metrics["vm_mcts/average_accuracy"] = (
+            sum(r["reward"] for r in mcts_rows) / max(1, len(mcts_rows)))
+        points.append(("vm_mcts", config.mcts_budget(), accuracy))
+        rows += mcts_rows
+    from restrl.schemas import EVAL_RESULTS
+
+    table = pa.Table.from_pylist(rows, schema=EVAL_RESULTS)
+    ref = store.put_table(table, "eval_results", params, [problems_ref], key=key,
+                          run_ids=(run_ids or RunIds()).as_dict(),
+                          extra={"metrics": metrics, "points": points})
+    return ref, metrics, points
+
+
+def _row(c: dict[str, Any], method: str, budget: int, score: float | None) -> dict[str, Any]:
+    return {"problem_id": c["problem_id"], "method": method, "budget": budget,
+            "sample_idx": c.get("sample_idx", 0), "program": c["program"], "score": score,
+            "reward": float(c["reward"]), "strict": bool(c["strict"])}
+
+
+def _vm_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: GeneratorSpec,
+             value_model: str | None, config: EvalConfig,
+             verify_config: VerifyConfig) -> list[dict[str, Any]]:
+    """Test-phase MCTS with the value model as PRM; the best-scored completion is verified."""
+    from restrl.generation import make_generator
+    from restrl.sandbox import Verifier
+    from restrl.search import MCTSConfig, best_completion, run_mcts
+
+    problems = read_problems_artifact(store, problems_ref)
+    scorer = _scorer(store, config, value_model)
+    model_path, _ = resolve_model(store, generator_spec.model)
+    tokenizer = load_tokenizer(model_path)
+    mcts_config = MCTSConfig.test_phase(
+        iteration_limit=config.mcts_iterations, num_sample=config.mcts_num_sample,
+        num_decision=config.mcts_num_decision, exploration_constant=config.mcts_exploration_constant,
+        eps=config.mcts_eps, temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p, max_tokens=config.sampling.max_tokens, seed=config.seed)
+    generator = make_generator(generator_spec.backend, model_path, **generator_spec.options)
+    try:
+        trees = run_mcts(problems, generator, tokenizer, scorer, mcts_config)
+    finally:
+        generator.close()
+    chosen = [best_completion(tree) for tree in trees]
+    by_id = {p.problem_id: p for p in problems}
+    programs = [c.program if c is not None else by_id[t.problem_id].init_code
+                for t, c in zip(trees, chosen, strict=True)]
+    domains = sorted({p.domain for p in problems})
+    with Verifier(verify_config.workers, verify_config.limits(), domains=domains) as verifier:
+        verdicts = verifier.verify([by_id[t.problem_id] for t in trees], programs)
+    return [{"problem_id": t.problem_id, "method": "vm_mcts", "budget": config.mcts_budget(),
+             "sample_idx": 0, "program": program,
+             "score": c.reward if c is not None else None, "reward": v.reward,
+             "strict": v.strict}
+            for t, c, program, v in zip(trees, chosen, programs, verdicts, strict=True)]

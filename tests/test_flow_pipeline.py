@@ -1,0 +1,77 @@
+"""The whole pipeline (Stage 1 -> Stage 2 -> evaluation) inside the suite on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY_BUDGET = {
+    "stage1": {
+        "problems": {"n": 4},
+        "sampling": {"n": 4, "max_tokens": 48, "shard_problems": 4},
+        "grpo": {"max_steps": 1, "num_generations": 4, "batch_size_per_device": 8,
+                 "max_completion_length": 48},
+    },
+    "stage2": {
+        "problems": {"n": 4, "seed": 1},
+        "mcts": {"iteration_limit": 2, "num_sample": 2, "max_tokens": 48},
+        "value_model": {"epochs": 1.0, "max_steps": 2, "batch_size_per_device": 8},
+    },
+    "eval_problems": {"split": "test", "n": 4},
+    "eval": {"sampling": {"n": 2, "max_tokens": 48}, "ks": [1, 2], "best_of_n": [2],
+             "mcts_iterations": 1, "mcts_num_sample": 2},
+    "verification": {"timeout": 2.0, "workers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(tmp_path_factory.mktemp("results"))
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_path,
+                                                           monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from flows.pipeline import PipelineParams, pipeline
+    from restrl import tracking
+    from restrl.artifacts import ArtifactStore
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    values = json.loads(PipelineParams().model_dump_json())
+    for section, overrides in TINY_BUDGET.items():
+        if isinstance(values.get(section), dict):
+            for key, value in overrides.items():
+                if isinstance(value, dict):
+                    values[section].setdefault(key, {}).update(value)
+                else:
+                    values[section][key] = value
+        else:
+            values[section] = overrides
+    values["store"] = str(tmp_path / "artifacts")
+    values["stage1"]["work_dir"] = values["stage2"]["work_dir"] = str(tmp_path / "work")
+    result = pipeline(PipelineParams.model_validate(values))
+
+    labels = [row["label"] for row in result["summary"]]
+    assert labels == ["base policy, pass@1", "after ReST-GRPO, pass@1",
+                      "best-of-N with the value model", "VM-MCTS at the same budget"]
+    assert all(0.0 <= row["value"] <= 1.0 for row in result["summary"])
+    store = ArtifactStore(values["store"])
+    lineage = store.lineage(result["value_model"])
+    assert lineage["parents"][0]["kind"] == "value_data"
+    eval_rows = store.read_table(result["evaluation"]["trained"]["eval_results"]).to_pylist()
+    assert {r["method"] for r in eval_rows} == {"sample", "best_of_n", "vm_mcts"}
+
+    client = MlflowClient(tracking.tracking_uri())
+    trained_eval = client.get_run(result["evaluation"]["trained"]["mlflow_run_id"])
+    assert "vm_mcts/accuracy" in trained_eval.data.metrics
+    artifacts = [a.path for a in client.list_artifacts(trained_eval.info.run_id, "plots")]
+    assert artifacts == ["plots/accuracy_vs_budget.png"]
