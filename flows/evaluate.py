@@ -9,7 +9,7 @@ from restrl import tracking
 from restrl.sampling import SamplingConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig
 from restrl.stages_eval import EvalConfig
-from tasks.common import make_context
+from tasks.common import default_task_runner, make_context
 from tasks.stage1 import load_problems
 from tasks.stage2 import evaluate as evaluate_task
 
@@ -36,7 +36,7 @@ class EvaluateParams(BaseModel):
     parent_run_id: str | None = None
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate")
 def evaluate(params: EvaluateParams | None = None) -> dict[str, object]:
     """Evaluate each policy with each method; one nested MLflow run per policy."""
     params = params or EvaluateParams()

@@ -37,7 +37,7 @@ class PipelineParams(BaseModel):
     experiment: str = "restrl"
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline")
 def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
     """ReST-GRPO on the policy, a value model from MCTS on the trained policy, then base vs
     trained with plain sampling, best-of-N and VM-MCTS at the same generation budget."""

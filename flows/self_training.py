@@ -17,7 +17,7 @@ from restrl.rest import RestDataConfig
 from restrl.sampling import SamplingConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig, params_of
 from restrl.training.grpo import GRPOTrainConfig
-from tasks.common import make_context
+from tasks.common import default_task_runner, make_context
 from tasks.stage1 import build_rest_data, load_problems, sample, train_grpo, verify
 
 
@@ -56,7 +56,7 @@ class SelfTrainingParams(BaseModel):
     parent_run_id: str | None = Field(None, description="Nest under this MLflow run.")
 
 
-@flow(name="self-training", log_prints=True)
+@flow(name="self-training", task_runner=default_task_runner())
 def self_training(params: SelfTrainingParams | None = None) -> dict[str, object]:
     """ReST-GRPO: sample, verify, build ReST data, train the policy with GRPO."""
     params = params or SelfTrainingParams()

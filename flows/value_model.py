@@ -11,7 +11,7 @@ from restrl import tracking
 from restrl.search import MCTSConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig, params_of
 from restrl.training.value import ValueModelConfig
-from tasks.common import make_context
+from tasks.common import default_task_runner, make_context
 from tasks.stage1 import load_problems
 from tasks.stage2 import build_value_data, collect_mcts, train_value_model
 
@@ -46,7 +46,7 @@ class ValueModelParams(BaseModel):
     parent_run_id: str | None = Field(None, description="Nest under this MLflow run.")
 
 
-@flow(name="value-model", log_prints=True)
+@flow(name="value-model")
 def value_model(params: ValueModelParams | None = None) -> dict[str, object]:
     """Collect value targets with MCTS, build reward rows, train the value model."""
     params = params or ValueModelParams()

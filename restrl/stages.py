@@ -185,84 +185,138 @@ def read_problems_artifact(store: ArtifactStore, ref: ArtifactRef) -> list[Probl
     return table_to_problems(store.read_table(ref))
 
 
+@dataclass(frozen=True)
+class ShardPlan:
+    """A sharded step: where its artifact goes and which shards are still to be committed.
+
+    Shards can run anywhere that reaches the store (threads, Dask workers); `commit_shards`
+    joins them in order once all are committed.
+    """
+
+    kind: str
+    key: str
+    params: dict[str, Any]
+    parents: tuple[ArtifactRef, ...]
+    shards: int
+    pending: tuple[int, ...]
+    found: ArtifactRef | None = None
+
+
+def _plan(store: ArtifactStore, kind: str, params: dict[str, Any],
+          parents: Sequence[ArtifactRef], shard_count: int) -> ShardPlan:
+    key = artifact_key(kind, params, parents)
+    found = store.find(kind, key)
+    done = set(store.committed_shards(kind, key)) if found is None else set(range(shard_count))
+    pending = tuple(i for i in range(shard_count) if i not in done)
+    return ShardPlan(kind, key, params, tuple(parents), shard_count, pending, found)
+
+
+def commit_shards(store: ArtifactStore, plan: ShardPlan,
+                  run_ids: RunIds | None = None) -> ArtifactRef:
+    """The step's artifact: its committed shards concatenated in order."""
+    import pyarrow as pa
+
+    if plan.found is not None:
+        return plan.found
+    missing = set(range(plan.shards)) - set(store.committed_shards(plan.kind, plan.key))
+    if missing:
+        raise RuntimeError(f"{plan.kind}: shards {sorted(missing)} are not committed yet")
+    table = pa.concat_tables([store.read_shard(plan.kind, plan.key, i)
+                              for i in range(plan.shards)])
+    return store.put_table(table, plan.kind, plan.params, list(plan.parents), key=plan.key,
+                           run_ids=(run_ids or RunIds()).as_dict())
+
+
+def plan_sample(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: GeneratorSpec,
+                config: Any) -> ShardPlan:
+    params = params_of(config, backend=generator_spec.backend,
+                       **model_identity(store, generator_spec.model))
+    shard_count = -(-int(problems_ref.rows or 0) // max(1, config.shard_problems))
+    return _plan(store, "completions", params, [problems_ref], shard_count)
+
+
+def sample_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactRef,
+                  generator_spec: GeneratorSpec, config: Any, indices: Sequence[int],
+                  on_shard: Callable[[int, int], None] | None = None) -> None:
+    """Sample and commit the given shards with one loaded generator."""
+    import pyarrow as pa
+
+    from restrl.generation import make_generator
+    from restrl.sampling import sample_problems, shards
+    from restrl.schemas import COMPLETIONS
+
+    if not indices:
+        return
+    pieces = shards(read_problems_artifact(store, problems_ref), config.shard_problems)
+    model_path, _ = resolve_model(store, generator_spec.model)
+    tokenizer = load_tokenizer(model_path)
+    generator = make_generator(generator_spec.backend, model_path, **generator_spec.options)
+    try:
+        for index in indices:
+            # Seeded by shard index, so a resumed or distributed run draws the same samples.
+            rows = sample_problems(pieces[index], generator, tokenizer, config,
+                                   seed=config.seed + 100_003 * index)
+            store.put_shard(pa.Table.from_pylist(rows, schema=COMPLETIONS), plan.kind, plan.key,
+                            index)
+            if on_shard is not None:
+                on_shard(index, plan.shards)
+    finally:
+        generator.close()
+
+
 def sample(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: GeneratorSpec,
            config: Any, run_ids: RunIds | None = None,
            on_shard: Callable[[int, int], None] | None = None) -> ArtifactRef:
     """Completions for every problem, n each, committed shard by shard (resumable)."""
+    plan = plan_sample(store, problems_ref, generator_spec, config)
+    sample_shards(store, plan, problems_ref, generator_spec, config, plan.pending, on_shard)
+    return commit_shards(store, plan, run_ids)
+
+
+def plan_verify(store: ArtifactStore, problems_ref: ArtifactRef, completions_ref: ArtifactRef,
+                config: VerifyConfig) -> ShardPlan:
+    params = params_of(config)
+    params.pop("VerifyConfig.workers")  # parallelism does not change verdicts
+    shard_count = -(-int(completions_ref.rows or 0) // max(1, config.shard_rows))
+    return _plan(store, "verdicts", params, [problems_ref, completions_ref], shard_count)
+
+
+def verify_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactRef,
+                  completions_ref: ArtifactRef, config: VerifyConfig, indices: Sequence[int],
+                  on_shard: Callable[[int, int], None] | None = None) -> None:
+    """Verify and commit the given shards with one warm sandbox pool."""
     import pyarrow as pa
 
-    from restrl.sampling import sample_problems, shards
-    from restrl.schemas import COMPLETIONS
+    from restrl.sampling import shards
+    from restrl.sandbox import Verifier
+    from restrl.schemas import VERDICTS
 
-    params = params_of(config, backend=generator_spec.backend,
-                       **model_identity(store, generator_spec.model))
-    key = artifact_key("completions", params, [problems_ref])
-    if (found := store.find("completions", key)) is not None:
-        return found
-    problems = read_problems_artifact(store, problems_ref)
-    pieces = shards(problems, config.shard_problems)
-    done = set(store.committed_shards("completions", key))
-    if len(done) < len(pieces):
-        from restrl.generation import make_generator
-
-        model_path, _ = resolve_model(store, generator_spec.model)
-        tokenizer = load_tokenizer(model_path)
-        generator = make_generator(generator_spec.backend, model_path, **generator_spec.options)
-        try:
-            for index, piece in enumerate(pieces):
-                if index in done:
-                    continue
-                rows = sample_problems(piece, generator, tokenizer, config,
-                                       seed=config.seed + 100_003 * index)
-                store.put_shard(pa.Table.from_pylist(rows, schema=COMPLETIONS), "completions",
-                                key, index)
-                if on_shard is not None:
-                    on_shard(index, len(pieces))
-        finally:
-            generator.close()
-    table = pa.concat_tables([store.read_shard("completions", key, i) for i in range(len(pieces))])
-    parents = [problems_ref]
-    return store.put_table(table, "completions", params, parents, key=key,
-                           run_ids=(run_ids or RunIds()).as_dict())
+    if not indices:
+        return
+    problems = {p.problem_id: p for p in read_problems_artifact(store, problems_ref)}
+    completions = store.read_table(completions_ref).to_pylist()
+    pieces = shards(list(enumerate(completions)), config.shard_rows)
+    domains = sorted({p.domain for p in problems.values()})
+    with Verifier(config.workers, config.limits(), domains=domains) as verifier:
+        for index in indices:
+            piece = pieces[index]
+            verdicts = verifier.verify([problems[c["problem_id"]] for _, c in piece],
+                                       [c["program"] for _, c in piece])
+            rows = [{"row": row, "problem_id": c["problem_id"], "sample_idx": c["sample_idx"],
+                     **v.to_row()} for (row, c), v in zip(piece, verdicts, strict=True)]
+            store.put_shard(pa.Table.from_pylist(rows, schema=VERDICTS), plan.kind, plan.key,
+                            index)
+            if on_shard is not None:
+                on_shard(index, plan.shards)
 
 
 def verify(store: ArtifactStore, problems_ref: ArtifactRef, completions_ref: ArtifactRef,
            config: VerifyConfig, run_ids: RunIds | None = None,
            on_shard: Callable[[int, int], None] | None = None) -> ArtifactRef:
     """One verdict per completion (same order), committed shard by shard (resumable)."""
-    import pyarrow as pa
-
-    from restrl.sampling import shards
-    from restrl.schemas import VERDICTS
-
-    params = params_of(config)
-    params.pop("VerifyConfig.workers")  # parallelism does not change verdicts
-    key = artifact_key("verdicts", params, [problems_ref, completions_ref])
-    if (found := store.find("verdicts", key)) is not None:
-        return found
-    problems = {p.problem_id: p for p in read_problems_artifact(store, problems_ref)}
-    completions = store.read_table(completions_ref).to_pylist()
-    pieces = shards(list(enumerate(completions)), config.shard_rows)
-    done = set(store.committed_shards("verdicts", key))
-    if len(done) < len(pieces):
-        from restrl.sandbox import Verifier
-
-        domains = sorted({p.domain for p in problems.values()})
-        with Verifier(config.workers, config.limits(), domains=domains) as verifier:
-            for index, piece in enumerate(pieces):
-                if index in done:
-                    continue
-                verdicts = verifier.verify([problems[c["problem_id"]] for _, c in piece],
-                                           [c["program"] for _, c in piece])
-                rows = [{"row": row, "problem_id": c["problem_id"], "sample_idx": c["sample_idx"],
-                         **v.to_row()} for (row, c), v in zip(piece, verdicts, strict=True)]
-                store.put_shard(pa.Table.from_pylist(rows, schema=VERDICTS), "verdicts", key,
-                                index)
-                if on_shard is not None:
-                    on_shard(index, len(pieces))
-    table = pa.concat_tables([store.read_shard("verdicts", key, i) for i in range(len(pieces))])
-    return store.put_table(table, "verdicts", params, [problems_ref, completions_ref], key=key,
-                           run_ids=(run_ids or RunIds()).as_dict())
+    plan = plan_verify(store, problems_ref, completions_ref, config)
+    verify_shards(store, plan, problems_ref, completions_ref, config, plan.pending, on_shard)
+    return commit_shards(store, plan, run_ids)
 
 
 def build_rest_data(store: ArtifactStore, problems_ref: ArtifactRef,

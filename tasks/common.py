@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from restrl.artifacts import ArtifactRef, ArtifactStore, code_version
 from restrl.stages import RunIds
@@ -29,6 +31,24 @@ class RunContext:
     def run_ids(self, mlflow_run_id: str | None = None) -> RunIds:
         return RunIds(mlflow_run_id=mlflow_run_id or self.mlflow_parent_run_id,
                       prefect_flow_run_id=current_flow_run_id())
+
+
+DASK_ADDRESS_ENV = "RESTRL_DASK_ADDRESS"
+
+
+def dask_address() -> str | None:
+    return os.environ.get(DASK_ADDRESS_ENV) or None
+
+
+def default_task_runner():  # noqa: ANN201 - a Prefect task runner
+    """Shard tasks run on a Dask cluster when RESTRL_DASK_ADDRESS is set, else one at a time
+    here: the sandbox already uses every core, and timeouts must measure programs, not load."""
+    address = dask_address()
+    if address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=address)
+    return ThreadPoolTaskRunner(max_workers=1)
 
 
 def make_context(store_root: str | None, mlflow_parent_run_id: str | None) -> RunContext:

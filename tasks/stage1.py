@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from prefect import get_run_logger, task
+from prefect import get_run_logger, task, unmapped
 
 from restrl import stages, tracking
 from restrl.artifacts import ArtifactRef
@@ -11,7 +11,7 @@ from restrl.rest import RestDataConfig
 from restrl.sampling import SamplingConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig
 from restrl.training.grpo import GRPOTrainConfig
-from tasks.common import CACHE, RunContext, publish
+from tasks.common import CACHE, RunContext, dask_address, publish
 
 
 @task(name="load-problems", cache_policy=CACHE, persist_result=True)
@@ -25,28 +25,63 @@ def load_problems(ctx: RunContext, source: ProblemSource) -> ArtifactRef:
     return ref
 
 
-@task(name="sample", cache_policy=CACHE, persist_result=True, retries=2, retry_delay_seconds=10)
+@task(name="plan-shards")
+def plan(ctx: RunContext, step: str, *args: object) -> stages.ShardPlan:
+    """Which shards of a sampling or verification step still have to be committed."""
+    planner = {"sample": stages.plan_sample, "verify": stages.plan_verify}[step]
+    return planner(ctx.store(), *args)
+
+
+@task(name="sample-shards", retries=2, retry_delay_seconds=10)
+def sample_shards(ctx: RunContext, shard_plan: stages.ShardPlan, problems: ArtifactRef,
+                  generator: GeneratorSpec, config: SamplingConfig, indices: list[int]) -> None:
+    """Retried: an API backend's outage should not fail the flow; committed shards stay."""
+    logger = get_run_logger()
+    stages.sample_shards(ctx.store(), shard_plan, problems, generator, config, indices,
+                         on_shard=lambda i, n: logger.info("sampled shard %d/%d", i + 1, n))
+
+
+@task(name="verify-shards")
+def verify_shards(ctx: RunContext, shard_plan: stages.ShardPlan, problems: ArtifactRef,
+                  completions: ArtifactRef, config: VerifyConfig, indices: list[int]) -> None:
+    logger = get_run_logger()
+    stages.verify_shards(ctx.store(), shard_plan, problems, completions, config, indices,
+                         on_shard=lambda i, n: logger.info("verified shard %d/%d", i + 1, n))
+
+
+@task(name="commit-shards")
+def commit(ctx: RunContext, shard_plan: stages.ShardPlan) -> ArtifactRef:
+    return stages.commit_shards(ctx.store(), shard_plan, ctx.run_ids())
+
+
+def _groups(shard_plan: stages.ShardPlan) -> list[list[int]]:
+    """One task per shard on a Dask cluster; locally one task for all (the model loads once)."""
+    if dask_address():
+        return [[i] for i in shard_plan.pending]
+    return [list(shard_plan.pending)] if shard_plan.pending else []
+
+
 def sample(ctx: RunContext, problems: ArtifactRef, generator: GeneratorSpec,
            config: SamplingConfig) -> ArtifactRef:
-    """Retried: an API backend's outage should not fail the flow; shards already done stay."""
-    logger = get_run_logger()
-    ref = stages.sample(ctx.store(), problems, generator, config, ctx.run_ids(),
-                        on_shard=lambda i, n: logger.info("sampled shard %d/%d", i + 1, n))
-    logger.info("%d completions -> %s", ref.rows, ref.uri)
+    """Sampling fanned out over the flow's task runner, shard by shard."""
+    shard_plan = plan(ctx, "sample", problems, generator, config)
+    groups = _groups(shard_plan)
+    sample_shards.map(ctx, unmapped(shard_plan), unmapped(problems), unmapped(generator),
+                      unmapped(config), groups).result()
+    ref = commit(ctx, shard_plan)
     publish(ref, "completions", {"completions": ref.rows, "n_per_problem": config.n})
     return ref
 
 
-@task(name="verify", cache_policy=CACHE, persist_result=True)
 def verify(ctx: RunContext, problems: ArtifactRef, completions: ArtifactRef,
            config: VerifyConfig) -> ArtifactRef:
-    logger = get_run_logger()
+    """Verification fanned out over the flow's task runner, shard by shard."""
+    shard_plan = plan(ctx, "verify", problems, completions, config)
+    verify_shards.map(ctx, unmapped(shard_plan), unmapped(problems), unmapped(completions),
+                      unmapped(config), _groups(shard_plan)).result()
+    ref = commit(ctx, shard_plan)
     store = ctx.store()
-    ref = stages.verify(store, problems, completions, config, ctx.run_ids(),
-                        on_shard=lambda i, n: logger.info("verified shard %d/%d", i + 1, n))
     summary = stages.summarize_verdicts(store, ref)
-    logger.info("verdicts: mean reward %.3f, strict %.3f", summary["mean_reward"],
-                summary["strict_accuracy"])
     if ctx.mlflow_parent_run_id:
         tracking.log_metrics(ctx.mlflow_parent_run_id,
                              {f"verify/{k}": v for k, v in summary.items()})
