@@ -1,0 +1,65 @@
+"""Verification shards fan out to a local Dask cluster through prefect-dask's DaskTaskRunner."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from restrl import stages
+from restrl.artifacts import ArtifactStore
+from restrl.schemas import COMPLETIONS
+from restrl.stages import ProblemSource, VerifyConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    yield cluster
+    cluster.close()
+
+
+def test_verification_fans_out_to_a_local_dask_cluster(dask_cluster, tmp_path, monkeypatch):
+    from distributed import Client, get_task_stream
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tasks.common import default_task_runner, make_context
+    from tasks.stage1 import verify
+
+    monkeypatch.setenv("RESTRL_DASK_ADDRESS", dask_cluster.scheduler_address)
+    monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path / "results"))
+    store = ArtifactStore(str(tmp_path / "store"))
+    problems_ref, _ = stages.load_problems(store, ProblemSource(n=6))
+    problems = stages.read_problems_artifact(store, problems_ref)
+    rows = []
+    for p in problems:  # a passing and a failing program per problem
+        for idx, body in enumerate([p.meta["reference"][len(p.init_code):], "    return None\n"]):
+            rows.append({"problem_id": p.problem_id, "sample_idx": idx, "prompt": "", "raw": body,
+                         "code": body, "program": p.init_code + body, "hit_stop": True,
+                         "prompt_tokens": 0, "completion_tokens": 0, "finish_reason": "stop"})
+    completions_ref = store.put_table(pa.Table.from_pylist(rows, schema=COMPLETIONS),
+                                      "completions", {"test": "dask"}, [problems_ref])
+    config = VerifyConfig(timeout=2.0, workers=1, shard_rows=3)
+
+    runner = default_task_runner()
+    assert type(runner).__name__ == "DaskTaskRunner"
+
+    @flow(task_runner=runner)
+    def verify_on_dask():
+        ctx = make_context(store.root, None)
+        return verify(ctx, problems_ref, completions_ref, config)
+
+    with prefect_test_harness(server_startup_timeout=120), Client(
+            dask_cluster.scheduler_address) as client, get_task_stream(client) as stream:
+        ref = verify_on_dask()
+    assert len(stream.data) >= 4  # one Dask task per shard (12 verdicts / 3 per shard)
+    verdicts = store.read_table(ref).to_pylist()
+    assert [v["reward"] for v in verdicts] == [1.0, 0.0] * 6
+    assert os.environ["RESTRL_DASK_ADDRESS"] == dask_cluster.scheduler_address
