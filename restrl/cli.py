@@ -162,6 +162,63 @@ def model_tiny(
     typer.echo(str(path))
 
 
+train_app = typer.Typer(
+    help="Train one model from stored artifacts; runs under `accelerate launch -m restrl.cli` "
+    "on GPUs (DeepSpeed configs: restrl/training/configs/zero2.json, zero3.json).",
+    no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _config(cls: type, overrides: list[str]) -> Any:
+    """A config dataclass from its defaults and --set items (validated by pydantic)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls).validate_python(parse_overrides(overrides))
+
+
+@train_app.command("grpo")
+def train_grpo_command(
+    model: Annotated[str, typer.Option(help="Policy: tiny, a path, a hub id or an artifact URI.")],
+    data: Annotated[str, typer.Option(help="grpo_data artifact URI.")],
+    problems: Annotated[list[str], typer.Option(help="problems artifact URI(s).")],
+    set_: Annotated[list[str], typer.Option("--set", help="GRPOTrainConfig field=value, e.g. "
+                                            "--set deepspeed_config=restrl/training/configs/"
+                                            "zero2.json")] = [],  # noqa: B006
+    work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path(".restrl/work"),
+) -> None:
+    """ReST-GRPO on a stored grpo_data artifact; prints the policy artifact URI."""
+    from restrl import stages
+    from restrl.artifacts import store_for
+    from restrl.training.grpo import GRPOTrainConfig
+
+    store = store_for(data)
+    refs = [store.manifest(uri).ref() for uri in [data, *problems]]
+    ref, _ = stages.train_grpo(store, model, refs[0], refs[1:], _config(GRPOTrainConfig, set_),
+                               stages.VerifyConfig(), work_dir)
+    if stages.is_main_process():
+        typer.echo(ref.uri)
+
+
+@train_app.command("value")
+def train_value_command(
+    model: Annotated[str, typer.Option(help="Base model of the value model.")],
+    data: Annotated[str, typer.Option(help="value_data artifact URI.")],
+    set_: Annotated[list[str], typer.Option("--set", help="ValueModelConfig field=value.")
+                    ] = [],  # noqa: B006
+    work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path(".restrl/work"),
+) -> None:
+    """Value-model training on a stored value_data artifact; prints the model artifact URI."""
+    from restrl import stages, stages_value
+    from restrl.artifacts import store_for
+    from restrl.training.value import ValueModelConfig
+
+    store = store_for(data)
+    ref, _ = stages_value.train_value(store, model, store.manifest(data).ref(),
+                                      _config(ValueModelConfig, set_), work_dir)
+    if stages.is_main_process():
+        typer.echo(ref.uri)
+
+
 @app.command()
 def lineage(
     uri: Annotated[str, typer.Argument(help="Artifact URI (file://... or s3://...).")],

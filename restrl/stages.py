@@ -135,6 +135,13 @@ def store_for_model(store: ArtifactStore, model: str) -> ArtifactStore:
     return store if model.startswith(store.root + "/") else store_for(model)
 
 
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a distributed (`accelerate launch`) run."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def load_tokenizer(model_path: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -367,6 +374,8 @@ def train_grpo(store: ArtifactStore, model: str, data_ref: ArtifactRef,
                        on_log=on_log)
     extra = {"rows_used": result.rows_used, "rows_dropped_long": result.rows_dropped_long,
              "base_model": model}
+    if not is_main_process():  # under `accelerate launch`, rank 0 commits the checkpoint
+        return ArtifactRef(store.uri("policy", key), "", "policy"), extra
     ref = store.put_model(result.model_dir, "policy", params, parents, key=key,
                           run_ids=(run_ids or RunIds()).as_dict(), extra=extra)
     return ref, extra

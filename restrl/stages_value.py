@@ -16,6 +16,7 @@ from restrl.stages import (
     GeneratorSpec,
     RunIds,
     VerifyConfig,
+    is_main_process,
     load_tokenizer,
     model_identity,
     params_of,
@@ -122,6 +123,8 @@ def train_value(store: ArtifactStore, base_model: str, data_ref: ArtifactRef, co
     rows = store.read_table(data_ref)
     result = train_value_model(model_path, rows, config, Path(work_dir) / key, on_log=on_log)
     metrics = {k: float(v) for k, v in result.metrics.items()}
+    if not is_main_process():  # under `accelerate launch`/`deepspeed`, rank 0 commits
+        return ArtifactRef(store.uri("value_model", key), "", "value_model"), metrics
     ref = store.put_model(result.model_dir, "value_model", params, parents, key=key,
                           run_ids=(run_ids or RunIds()).as_dict(),
                           extra={"metrics": metrics, "base_model": base_model,
