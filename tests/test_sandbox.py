@@ -319,3 +319,23 @@ def test_no_state_leaks_between_programs_and_hash_seed_is_fixed(verifier):
                             capture_output=True, env={"PYTHONHASHSEED": "0"}, check=True).stdout
     h = stdio_problem(["\n"], [seeded])
     assert [v.reward for v in verifier.verify([h, h], ["print(hash('restrl'))\n"] * 2)] == [1, 1]
+
+
+def test_verifier_works_from_a_script_in_tmp():
+    """sys.path[0] is /tmp for a script there: the sandbox's own /tmp must stay writable."""
+    import subprocess
+    import sys
+    import uuid
+
+    script = Path("/tmp") / f"restrl_script_{uuid.uuid4().hex}.py"
+    script.write_text(
+        "from restrl.problems import Problem\nfrom restrl.sandbox import verify\n"
+        "p = Problem(problem_id='p', domain='humaneval', prompt='', init_code='',\n"
+        f"            tests={CHECK_F!r}, entry_point='f', io_mode='check')\n"
+        "print(verify([p], ['def f(x):\\n    return x + 1\\n'], workers=1)[0].reward)\n")
+    try:
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             timeout=120)
+    finally:
+        script.unlink()
+    assert out.stdout.strip() == "1.0", out.stderr[-2000:]

@@ -105,7 +105,9 @@ def _masks(as_root: bool) -> dict[str, list[str]]:
     """
     masks: dict[str, list[str]] = {"/tmp": []}
     for path in _runtime_paths():
-        if path == "/tmp" or path.startswith("/tmp/"):
+        if path == "/tmp":  # a script run from /tmp: the sandbox's /tmp must stay private
+            continue
+        if path.startswith("/tmp/"):
             masks["/tmp"].append(path)
         elif as_root and (ancestor := _closed_ancestor(path)) is not None:
             masks.setdefault(ancestor, []).append(path)

@@ -12,7 +12,6 @@ where valid(c) is c cut at the domain's first stop string.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from restrl.problems.model import Problem
 from restrl.prompts import postprocess, trailing_text
+from restrl.training.callbacks import forward_logs_callback
 
 log = logging.getLogger("restrl.training.grpo")
 
@@ -155,7 +155,7 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[st
     """Train the policy at `model_path` on ReST-GRPO rows; save it to `output_dir/final`."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     output_dir = Path(output_dir)
@@ -192,13 +192,6 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[st
         dataloader_num_workers=0,
     )
 
-    class ForwardLogs(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
-            if on_log is not None and logs:
-                numeric = {k: float(v) for k, v in logs.items()
-                           if isinstance(v, (int, float)) and math.isfinite(float(v))}
-                on_log(state.global_step, numeric)
-
     model = AutoModelForCausalLM.from_pretrained(model_path)
     trainer = GRPOTrainer(
         model=model,
@@ -206,7 +199,7 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[st
         args=trl_config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[ForwardLogs()],
+        callbacks=[forward_logs_callback(on_log)],
     )
     trainer.train()
     final = output_dir / "final"

@@ -620,7 +620,7 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     forward them to MLflow.
     """
     import torch
-    from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
+    from transformers import AutoTokenizer, TrainingArguments
 
     output_dir = Path(output_dir)
     examples = value_examples(rows)
@@ -669,15 +669,11 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     torch.manual_seed(config.seed)  # the new head's initialisation
     model = build_value_model(base_model_path, config.rm_class, tokenizer.pad_token_id)
 
+    from restrl.training.callbacks import forward_logs_callback
+
     evaluations: list[dict[str, float]] = []
 
-    class ForwardLogs(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
-            if on_log is not None and logs:
-                numeric = {k: float(v) for k, v in logs.items()
-                           if isinstance(v, (int, float)) and math.isfinite(float(v))}
-                on_log(state.global_step, numeric)
-
+    class ForwardLogs(type(forward_logs_callback(on_log))):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001, ANN201
             if metrics:
                 evaluations.append({name: float(metrics[f"eval_{name}"]) for name in METRIC_NAMES
