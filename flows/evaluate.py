@@ -22,7 +22,7 @@ def toy_eval() -> EvalConfig:
 class EvaluateParams(BaseModel):
     """Evaluation parameters (the UI form)."""
 
-    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(split="test", n=32),
+    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(split="test", n=None),
                                     description="Held-out problems (toy test split).")
     policies: dict[str, str] = Field(
         default_factory=lambda: {"base": "tiny"},

@@ -30,7 +30,7 @@ class PipelineParams(BaseModel):
         default_factory=lambda: SelfTrainingParams(eval_problems=None))
     stage2: ValueModelParams = Field(default_factory=ValueModelParams)
     eval_problems: ProblemSource = Field(
-        default_factory=lambda: ProblemSource(split="test", n=32))
+        default_factory=lambda: ProblemSource(split="test", n=None))
     eval: EvalConfig = Field(default_factory=toy_eval)
     verification: VerifyConfig = Field(default_factory=VerifyConfig)
     store: str | None = None

@@ -29,7 +29,7 @@ def toy_sampling() -> SamplingConfig:
 def toy_grpo() -> GRPOTrainConfig:
     """Sizes that train the embedded tiny model on 2 CPU cores in a few minutes."""
     return GRPOTrainConfig(max_prompt_length=512, max_completion_length=96, num_generations=8,
-                           temperature=1.0, learning_rate=2e-4, epochs=1.0, max_steps=-1,
+                           temperature=1.0, learning_rate=5e-5, epochs=1.0, max_steps=-1,
                            save_steps=0, batch_size_per_device=16,
                            gradient_accumulation_steps=1, beta=0.0, loss_type="dapo")
 
@@ -37,10 +37,10 @@ def toy_grpo() -> GRPOTrainConfig:
 class SelfTrainingParams(BaseModel):
     """Stage 1 parameters (the UI form): the ReST-RL seed's flags, grouped by step."""
 
-    problems: ProblemSource = Field(default_factory=ProblemSource,
+    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(n=128),
                                     description="Training problems (toy train split by default).")
     eval_problems: ProblemSource | None = Field(
-        default_factory=lambda: ProblemSource(split="test", n=32),
+        default_factory=lambda: ProblemSource(split="test", n=None),
         description="Problems to measure pass@1 on before and after training (None: skip).")
     generator: GeneratorSpec = Field(default_factory=GeneratorSpec,
                                      description="The policy and its generation backend.")

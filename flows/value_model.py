@@ -30,7 +30,7 @@ def toy_value_model() -> ValueModelConfig:
 class ValueModelParams(BaseModel):
     """Stage 2 parameters (the UI form)."""
 
-    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(n=32, seed=1),
+    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(n=64, seed=1),
                                     description="Problems to search (toy train split).")
     generator: GeneratorSpec = Field(default_factory=GeneratorSpec,
                                      description="The policy that expands the trees.")
