@@ -29,7 +29,7 @@ def toy_sampling() -> SamplingConfig:
 def toy_grpo() -> GRPOTrainConfig:
     """Sizes that train the embedded tiny model on 2 CPU cores in a few minutes."""
     return GRPOTrainConfig(max_prompt_length=512, max_completion_length=96, num_generations=8,
-                           temperature=1.0, learning_rate=5e-5, epochs=1.0, max_steps=-1,
+                           temperature=1.0, learning_rate=1e-4, epochs=1.0, max_steps=-1,
                            save_steps=0, batch_size_per_device=16,
                            gradient_accumulation_steps=1, beta=0.0, loss_type="dapo")
 
