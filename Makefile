@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/verify_humaneval.py
+	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/mcts_batching.py
+	$(BIN)/python benchmarks/stage1_cache.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check restrl tasks flows tests benchmarks
