@@ -93,7 +93,8 @@ def prefect_server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home),
            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true",
+           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
     env.pop("PREFECT_API_URL", None)
     exe = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     proc = subprocess.Popen([exe, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
