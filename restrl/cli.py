@@ -350,6 +350,11 @@ _flow_command("pipeline", "Everything: Stage 1 -> Stage 2 -> base vs trained eva
 
 
 def main() -> None:
+    import warnings
+
+    # Deprecation chatter from inside transformers/TRL is not the user's to act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"trl\..*")
     app()
 
 

@@ -25,3 +25,15 @@ def forward_logs_callback(on_log: OnLog | None) -> Any:
                 on_log(state.global_step, numeric_logs(logs))
 
     return ForwardLogs()
+
+
+def quiet_progress(trainer: Any) -> None:
+    """Keep the Trainer's progress bar but not its per-step dict printing (MLflow has those)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class ProgressBarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+            return None
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ProgressBarOnly())

@@ -19,7 +19,7 @@ from typing import Any
 
 from restrl.problems.model import Problem
 from restrl.prompts import postprocess, trailing_text
-from restrl.training.callbacks import forward_logs_callback
+from restrl.training.callbacks import forward_logs_callback, quiet_progress
 
 log = logging.getLogger("restrl.training.grpo")
 
@@ -201,6 +201,7 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[st
         processing_class=tokenizer,
         callbacks=[forward_logs_callback(on_log)],
     )
+    quiet_progress(trainer)
     trainer.train()
     final = output_dir / "final"
     trainer.save_model(str(final))

@@ -669,7 +669,7 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     torch.manual_seed(config.seed)  # the new head's initialisation
     model = build_value_model(base_model_path, config.rm_class, tokenizer.pad_token_id)
 
-    from restrl.training.callbacks import forward_logs_callback
+    from restrl.training.callbacks import forward_logs_callback, quiet_progress
 
     evaluations: list[dict[str, float]] = []
 
@@ -703,6 +703,7 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
         prob_threshold=config.prob_threshold,
         ce_weights=weights,
     )
+    quiet_progress(trainer)
     trainer.train()
     if eval_examples:
         trainer.evaluate()
