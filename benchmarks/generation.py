@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best counts")
+    parser.add_argument("--pass-samples", type=int, default=8,
+                        help="samples per toy test problem for pass@1 / pass@k (0: skip)")
     args = parser.parse_args(argv)
 
     from restrl.generation.hf import HFGenerator
@@ -105,11 +107,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tokens_per_s_single": round(rate_s, 1),
         "speedup": round(rate_b / rate_s, 2),
     }
+    if args.pass_samples:
+        report.update(toy_pass_at_k(batched, args.pass_samples))
     print(f"batched: {tokens_b} tokens in {seconds_b:.2f}s = {rate_b:.1f} tokens/s")
     print(f"single:  {tokens_s} tokens in {seconds_s:.2f}s = {rate_s:.1f} tokens/s")
     print(f"speedup: {report['speedup']}x")
+    for key in ("pass@1", f"pass@{args.pass_samples}"):
+        if key in report:
+            print(f"toy test split {key}: {report[key]:.3f}")
     print(json.dumps(report))
     return report
+
+
+def toy_pass_at_k(generator: Any, samples: int) -> dict[str, Any]:
+    """pass@1 and pass@`samples` of the model on the whole toy test split (T=0.7, sandboxed)."""
+    from restrl.evaluation import sample_metrics
+    from restrl.sampling import SamplingConfig, sample_problems
+    from restrl.sandbox import Verifier
+    from restrl.toy import toy_problems
+
+    problems = toy_problems("test")
+    config = SamplingConfig(n=samples, temperature=0.7, max_tokens=96, problems_per_call=32)
+    rows = sample_problems(problems, generator, generator.tokenizer, config)
+    by_id = {p.problem_id: p for p in problems}
+    with Verifier(domains=["toy"]) as verifier:
+        verdicts = verifier.verify([by_id[r["problem_id"]] for r in rows],
+                                   [r["program"] for r in rows])
+    metrics = sample_metrics([{"problem_id": r["problem_id"], "reward": v.reward,
+                               "strict": v.strict} for r, v in zip(rows, verdicts, strict=True)],
+                             ks=sorted({1, samples}))
+    return {k: round(v, 4) for k, v in metrics.items() if k.startswith("pass@")} | {
+        "pass_problems": len(problems), "pass_samples_per_problem": samples}
 
 
 if __name__ == "__main__":

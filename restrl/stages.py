@@ -109,11 +109,8 @@ def resolve_model(store: ArtifactStore, model: str) -> tuple[str, ArtifactRef | 
 
         return str(tiny_model_path()), None
     if "://" in model:
-        from restrl.artifacts import store_for
-
-        model_store = store if model.startswith(store.root + "/") else store_for(model)
-        manifest = model_store.manifest(model)
-        return str(model_store.model_path(model)), manifest.ref()
+        model_store = store_for_model(store, model)
+        return str(model_store.model_path(model)), model_store.manifest(model).ref()
     return model, None
 
 
@@ -130,6 +127,7 @@ def model_identity(store: ArtifactStore, model: str) -> dict[str, Any]:
 
 
 def store_for_model(store: ArtifactStore, model: str) -> ArtifactStore:
+    """`store` when the model artifact lives in it, else a store at the model's own root."""
     from restrl.artifacts import store_for
 
     return store if model.startswith(store.root + "/") else store_for(model)
