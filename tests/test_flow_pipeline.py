@@ -28,6 +28,23 @@ TINY_BUDGET = {
 }
 
 
+def tiny_pipeline_params() -> dict:
+    """PipelineParams' full JSON with TINY_BUDGET merged in (what a user would paste)."""
+    from flows.pipeline import PipelineParams
+
+    values = json.loads(PipelineParams().model_dump_json())
+    for section, overrides in TINY_BUDGET.items():
+        if isinstance(values.get(section), dict):
+            for key, value in overrides.items():
+                if isinstance(value, dict):
+                    values[section].setdefault(key, {}).update(value)
+                else:
+                    values[section][key] = value
+        else:
+            values[section] = overrides
+    return values
+
+
 @pytest.fixture(scope="module")
 def prefect_harness(tmp_path_factory):
     from prefect.testing.utilities import prefect_test_harness
@@ -46,16 +63,7 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
     from restrl.artifacts import ArtifactStore
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    values = json.loads(PipelineParams().model_dump_json())
-    for section, overrides in TINY_BUDGET.items():
-        if isinstance(values.get(section), dict):
-            for key, value in overrides.items():
-                if isinstance(value, dict):
-                    values[section].setdefault(key, {}).update(value)
-                else:
-                    values[section][key] = value
-        else:
-            values[section] = overrides
+    values = tiny_pipeline_params()
     values["store"] = str(tmp_path / "artifacts")
     values["stage1"]["work_dir"] = values["stage2"]["work_dir"] = str(tmp_path / "work")
     result = pipeline(PipelineParams.model_validate(values))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 # tests/ is on sys.path (pytest's default "prepend" import mode): the pipeline test's budget.
-from test_flow_pipeline import TINY_BUDGET
+from test_flow_pipeline import tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
 
@@ -94,23 +94,6 @@ def ui_stack(chromium, prefect_server, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, 9)
             worker.wait(10)
-
-
-def tiny_pipeline_params() -> dict:
-    """PipelineParams' full JSON with TINY_BUDGET merged in, as a user would paste it."""
-    from flows.pipeline import PipelineParams
-
-    values = json.loads(PipelineParams().model_dump_json())
-    for section, overrides in TINY_BUDGET.items():
-        if isinstance(values.get(section), dict):
-            for key, value in overrides.items():
-                if isinstance(value, dict):
-                    values[section].setdefault(key, {}).update(value)
-                else:
-                    values[section][key] = value
-        else:
-            values[section] = overrides
-    return values
 
 
 def _point_ui_at(page, url: str, api: str) -> None:
