@@ -10,7 +10,6 @@ from restrl.problems.bigcodebench import read_bigcodebench
 from restrl.problems.ds1000 import read_ds1000
 from restrl.problems.humaneval import read_humaneval
 from restrl.problems.model import DOMAINS, ReadResult
-from restrl.problems.schema import read_problems_parquet
 
 _DATASET_READERS: dict[str, Callable[[Path], ReadResult]] = {
     "apps": read_apps,
@@ -32,6 +31,8 @@ def read_problems(path: str | Path | None, domain: str | None) -> ReadResult:
         if domain not in DOMAINS:
             raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
     if path is not None and str(path).endswith(".parquet"):
+        from restrl.problems.schema import read_problems_parquet
+
         return read_problems_parquet(path, domain)
     if domain is None:
         raise ValueError(f"a domain is needed to read {path} (only .parquet files carry theirs)")
