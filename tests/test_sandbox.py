@@ -339,3 +339,47 @@ def test_verifier_works_from_a_script_in_tmp():
     finally:
         script.unlink()
     assert out.stdout.strip() == "1.0", out.stderr[-2000:]
+
+
+NONROOT_SCRIPT = """
+from restrl.problems import Problem
+from restrl.sandbox import verify
+p = Problem(problem_id='p', domain='humaneval', prompt='', init_code='',
+            tests='def check(c):\\n    assert c(2) == 3\\n', entry_point='f', io_mode='check')
+bomb = ('import os, time\\nfor _ in range(100000):\\n    try:\\n        os.fork()\\n'
+        '    except OSError:\\n        time.sleep(0.01)\\ndef f(x):\\n    return x + 1\\n')
+verdicts = verify([p, p, p], ['def f(x):\\n    return x + 1\\n', 'def f(x):\\n    return x\\n',
+                              bomb], workers=1)
+print([(v.reward, v.status, v.isolation) for v in verdicts])
+"""
+
+
+def test_sandbox_works_for_an_ordinary_user(tmp_path):
+    """As a non-root user bubblewrap runs in a user namespace; the fork bomb is still bounded."""
+    import shutil
+    import stat
+    import subprocess
+    import sys
+
+    from restrl.sandbox.pool import _closed_ancestor, _runtime_paths
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to switch to an ordinary user) and setpriv")
+    closed = sorted({a for p in _runtime_paths() if (a := _closed_ancestor(p))})
+    if closed and not os.environ.get("CI"):
+        pytest.skip(f"the Python runtime is under {closed}, unreadable to other users; CI "
+                    "opens it for traversal (o+x) for this test")
+    modes = {path: os.stat(path).st_mode for path in closed}
+    try:
+        for path, mode in modes.items():  # traversal only, no listing
+            os.chmod(path, stat.S_IMODE(mode) | stat.S_IXOTH)
+        out = subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+             sys.executable, "-c", NONROOT_SCRIPT],
+            capture_output=True, text=True, timeout=180, cwd=tmp_path,
+            env={**os.environ, "HOME": str(tmp_path)})
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, stat.S_IMODE(mode))
+    assert out.stdout.strip() == ("[(1.0, 'passed', 'bwrap'), (0.0, 'failed', 'bwrap'), "
+                                  "(0.0, 'timeout', 'bwrap')]"), out.stderr[-2000:]
