@@ -680,6 +680,12 @@ def main() -> None:
         except Exception:  # noqa: BLE001 - a missing optional library only costs speed
             pass
     server = _Server(args.get("uid"), bool(args.get("in_namespace")))
+    # Objects that exist before the first fork move to a permanent generation: the children's
+    # collections then skip them instead of touching (and copying) every shared page.
+    import gc
+
+    gc.collect()
+    gc.freeze()
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.dup(1)
     # Jobs must not inherit the channel through fds 0/1.
