@@ -9,7 +9,7 @@ from restrl import tracking
 from restrl.sampling import SamplingConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig
 from restrl.stages_eval import EvalConfig
-from tasks.common import default_task_runner, make_context
+from tasks.common import make_context
 from tasks.stage1 import load_problems
 from tasks.stage2 import evaluate as evaluate_task
 
@@ -40,22 +40,17 @@ class EvaluateParams(BaseModel):
 def evaluate(params: EvaluateParams | None = None) -> dict[str, object]:
     """Evaluate each policy with each method; one nested MLflow run per policy."""
     params = params or EvaluateParams()
-    run_id = tracking.start_run("evaluate", {"policies": params.policies},
-                                parent_run_id=params.parent_run_id, experiment=params.experiment)
-    ctx = make_context(params.store, run_id)
-    config = params.eval
-    if params.value_model is None and config.reward_model is None:
-        config = EvalConfig(**{**config.__dict__, "methods": ["sample"]})
-    try:
+    with tracking.run("evaluate", {"policies": params.policies},
+                      parent_run_id=params.parent_run_id, experiment=params.experiment) as run_id:
+        ctx = make_context(params.store, run_id)
+        config = params.eval
+        if params.value_model is None and config.reward_model is None:
+            config = EvalConfig(**{**config.__dict__, "methods": ["sample"]})
         problems = load_problems(ctx, params.problems)
         results = {label: evaluate_task(ctx, label, problems,
                                         GeneratorSpec(model, params.backend), params.value_model,
                                         config, params.verification)
                    for label, model in params.policies.items()}
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    tracking.end_run(run_id)
     return {"problems": problems.uri, "results": results, "mlflow_run_id": run_id}
 
 

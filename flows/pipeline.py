@@ -43,17 +43,17 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
     trained with plain sampling, best-of-N and VM-MCTS at the same generation budget."""
     params = params or PipelineParams()
     logger = get_run_logger()
-    run_id = tracking.start_run("pipeline", {"model": params.model, "backend": params.backend},
-                                experiment=params.experiment)
-    try:
-        stage1_params = params.stage1.model_copy(update={
+    with tracking.run("pipeline", {"model": params.model, "backend": params.backend},
+                      experiment=params.experiment) as run_id:
+        # Deep copies: the stage sections are edited below and must not change `params`.
+        stage1_params = params.stage1.model_copy(deep=True, update={
             "store": params.store, "parent_run_id": run_id, "experiment": params.experiment,
             "verification": params.verification, "eval_problems": None})
         stage1_params.generator.model = params.model
         stage1_params.generator.backend = params.backend
         stage1 = self_training(stage1_params)
         policy = str(stage1["policy"])
-        stage2_params = params.stage2.model_copy(update={
+        stage2_params = params.stage2.model_copy(deep=True, update={
             "store": params.store, "parent_run_id": run_id, "experiment": params.experiment,
             "verification": params.verification})
         stage2_params.generator.model = policy
@@ -70,10 +70,6 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
         create_markdown_artifact(summary_markdown(summary), key="pipeline-summary",
                                  description="ReST-RL pipeline results")
         logger.info("\n%s", summary_markdown(summary))
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    tracking.end_run(run_id)
     return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
             "evaluation": evaluation["results"], "mlflow_run_id": run_id,
             "stage1": stage1, "stage2": stage2}

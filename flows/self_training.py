@@ -61,17 +61,11 @@ def self_training(params: SelfTrainingParams | None = None) -> dict[str, object]
     """ReST-GRPO: sample, verify, build ReST data, train the policy with GRPO."""
     params = params or SelfTrainingParams()
     logger = get_run_logger()
-    parent = tracking.start_run("self-training", params_of(
-        params.problems, params.sampling, params.rest, params.grpo, model=params.generator.model,
-        backend=params.generator.backend), parent_run_id=params.parent_run_id,
-        experiment=params.experiment)
-    ctx = make_context(params.store, parent)
-    try:
-        result = _stage1(ctx, params, logger)
-    except BaseException:
-        tracking.end_run(parent, "FAILED")
-        raise
-    tracking.end_run(parent)
+    with tracking.run("self-training", params_of(
+            params.problems, params.sampling, params.rest, params.grpo,
+            model=params.generator.model, backend=params.generator.backend),
+            parent_run_id=params.parent_run_id, experiment=params.experiment) as parent:
+        result = _stage1(make_context(params.store, parent), params, logger)
     result["mlflow_run_id"] = parent
     return result
 

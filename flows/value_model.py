@@ -11,7 +11,7 @@ from restrl import tracking
 from restrl.search import MCTSConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig, params_of
 from restrl.training.value import ValueModelConfig
-from tasks.common import default_task_runner, make_context
+from tasks.common import make_context
 from tasks.stage1 import load_problems
 from tasks.stage2 import build_value_data, collect_mcts, train_value_model
 
@@ -50,21 +50,16 @@ class ValueModelParams(BaseModel):
 def value_model(params: ValueModelParams | None = None) -> dict[str, object]:
     """Collect value targets with MCTS, build reward rows, train the value model."""
     params = params or ValueModelParams()
-    run_id = tracking.start_run("value-model", params_of(
-        params.problems, params.mcts, params.value_model, policy=params.generator.model),
-        parent_run_id=params.parent_run_id, experiment=params.experiment)
-    ctx = make_context(params.store, run_id)
-    try:
+    with tracking.run("value-model", params_of(
+            params.problems, params.mcts, params.value_model, policy=params.generator.model),
+            parent_run_id=params.parent_run_id, experiment=params.experiment) as run_id:
+        ctx = make_context(params.store, run_id)
         problems = load_problems(ctx, params.problems)
         nodes, completions = collect_mcts(ctx, problems, params.generator, params.mcts,
                                           params.verification, params.shard_problems)
         data = build_value_data(ctx, problems, nodes, completions, params.generator.model)
         vm = train_value_model(ctx, params.value_base_model or params.generator.model, data,
                                params.value_model, str(Path(params.work_dir).resolve()))
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    tracking.end_run(run_id)
     return {"problems": problems.uri, "mcts_nodes": nodes.uri,
             "mcts_completions": completions.uri, "value_data": data.uri, "value_model": vm.uri,
             "mlflow_run_id": run_id}

@@ -268,7 +268,8 @@ def demo(
     summary_path.write_text(json.dumps(summary, indent=2, default=str))
     typer.echo(f"\nfinished in {minutes:.1f} min; summary written to {summary_path}")
     typer.echo("where to look next:")
-    typer.echo("  mlflow ui --backend-store-uri sqlite:///.restrl/mlflow.db   # runs, metrics, plots")
+    typer.echo("  mlflow ui --backend-store-uri sqlite:///.restrl/mlflow.db"
+               "   # runs, metrics, plots")
     typer.echo(f"  restrl lineage {result['policy']}   # where the trained policy came from")
     typer.echo("  prefect server start   # then open http://127.0.0.1:4200 for flow runs")
 

@@ -329,7 +329,8 @@ def build_rest_data(store: ArtifactStore, problems_ref: ArtifactRef,
                     model: str = TINY_MODEL, run_ids: RunIds | None = None
                     ) -> tuple[ArtifactRef, dict[str, float]]:
     """ReST training rows (grpo / dpo / sft) from verified samples; returns the stats too."""
-    from restrl.rest import build_rest_data as build, join_samples
+    from restrl.rest import build_rest_data as build
+    from restrl.rest import join_samples
 
     kind = f"{config.mode}_data"
     params = params_of(config)

@@ -162,7 +162,8 @@ def _vm_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
     tokenizer = load_tokenizer(model_path)
     mcts_config = MCTSConfig.test_phase(
         iteration_limit=config.mcts_iterations, num_sample=config.mcts_num_sample,
-        num_decision=config.mcts_num_decision, exploration_constant=config.mcts_exploration_constant,
+        num_decision=config.mcts_num_decision,
+        exploration_constant=config.mcts_exploration_constant,
         eps=config.mcts_eps, temperature=config.sampling.temperature,
         top_p=config.sampling.top_p, max_tokens=config.sampling.max_tokens, seed=config.seed)
     generator = make_generator(generator_spec.backend, model_path, **generator_spec.options)

@@ -64,6 +64,20 @@ def start_run(name: str, params: Mapping[str, Any] | None = None,
     return run.info.run_id
 
 
+@contextlib.contextmanager
+def run(name: str, params: Mapping[str, Any] | None = None, parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        experiment: str = DEFAULT_EXPERIMENT) -> Iterator[str]:
+    """A run that ends FINISHED, or FAILED when the block raises; yields its id."""
+    run_id = start_run(name, params, parent_run_id, tags, experiment)
+    try:
+        yield run_id
+    except BaseException:
+        end_run(run_id, "FAILED")
+        raise
+    end_run(run_id)
+
+
 def log_params(run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 

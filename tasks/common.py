@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -10,6 +11,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from restrl import tracking
 from restrl.artifacts import ArtifactRef, ArtifactStore, code_version
 from restrl.stages import RunIds
 
@@ -61,6 +63,15 @@ def current_flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
+def step_logger(run_id: str) -> Callable[[int, dict[str, float]], None]:
+    """Per-step training logs -> the MLflow run's metrics (`rewards/x/mean` -> `rewards_x_mean`)."""
+
+    def log(step: int, logs: dict[str, float]) -> None:
+        tracking.log_metrics(run_id, {k.replace("/", "_"): v for k, v in logs.items()}, step)
+
+    return log
+
+
 def artifact_key_name(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]
@@ -74,9 +85,9 @@ def publish(ref: ArtifactRef, title: str, summary: dict[str, object] | None = No
                 for k, v in summary.items()]
         create_table_artifact(rows, key=artifact_key_name(f"{ref.kind}-summary"),
                               description=f"{title}: {ref.uri}")
-    create_link_artifact(ref.uri, link_text=f"{ref.kind} ({ref.rows or 'model'} rows)"
-                         if ref.rows is not None else f"{ref.kind}",
-                         key=artifact_key_name(f"{ref.kind}-uri"), description=title)
+    link_text = f"{ref.kind} ({ref.rows} rows)" if ref.rows is not None else ref.kind
+    create_link_artifact(ref.uri, link_text=link_text, key=artifact_key_name(f"{ref.kind}-uri"),
+                         description=title)
     if mlflow_url:
         create_markdown_artifact(f"MLflow run: [{mlflow_url}]({mlflow_url})",
                                  key=artifact_key_name(f"{ref.kind}-mlflow"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from prefect import get_run_logger, task, unmapped
 
 from restrl import stages, tracking
@@ -11,7 +12,7 @@ from restrl.rest import RestDataConfig
 from restrl.sampling import SamplingConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig
 from restrl.training.grpo import GRPOTrainConfig
-from tasks.common import CACHE, RunContext, dask_address, publish
+from tasks.common import CACHE, RunContext, dask_address, publish, step_logger
 
 
 @task(name="load-problems", cache_policy=CACHE, persist_result=True)
@@ -108,21 +109,14 @@ def train_grpo(ctx: RunContext, model: str, data: ArtifactRef, problems: list[Ar
     """A nested MLflow run with per-step metrics; the checkpoint is a `policy` artifact."""
     store = ctx.store()
     logger = get_run_logger()
-    run_id = tracking.start_run("train-grpo", stages.params_of(config, base_model=model),
-                                parent_run_id=ctx.mlflow_parent_run_id)
-    tracking.log_input(run_id, data.uri, data.sha256, "grpo_data")
+    with tracking.run("train-grpo", stages.params_of(config, base_model=model),
+                      parent_run_id=ctx.mlflow_parent_run_id) as run_id:
+        tracking.log_input(run_id, data.uri, data.sha256, "grpo_data")
 
-    def on_log(step: int, logs: dict[str, float]) -> None:
-        tracking.log_metrics(run_id, {k.replace("/", "_"): v for k, v in logs.items()}, step)
-
-    try:
         ref, extra = stages.train_grpo(store, model, data, problems, config, verify_config,
-                                       Path(work_dir), ctx.run_ids(run_id), on_log=on_log)
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    tracking.set_tags(run_id, {"restrl.policy_uri": ref.uri})
-    tracking.end_run(run_id)
+                                       Path(work_dir), ctx.run_ids(run_id),
+                                       on_log=step_logger(run_id))
+        tracking.set_tags(run_id, {"restrl.policy_uri": ref.uri})
     logger.info("policy -> %s (%s)", ref.uri, extra)
     publish(ref, "ReST-GRPO policy", {"rows_used": extra.get("rows_used", 0)})
     return ref

@@ -13,7 +13,7 @@ from restrl.search import MCTSConfig
 from restrl.stages import GeneratorSpec, VerifyConfig, params_of
 from restrl.stages_eval import EvalConfig
 from restrl.training.value import ValueModelConfig
-from tasks.common import CACHE, RunContext, publish
+from tasks.common import CACHE, RunContext, publish, step_logger
 
 
 @task(name="collect-mcts", cache_policy=CACHE, persist_result=True)
@@ -45,22 +45,14 @@ def build_value_data(ctx: RunContext, problems: ArtifactRef, nodes: ArtifactRef,
 @task(name="train-value-model", cache_policy=CACHE, persist_result=True)
 def train_value_model(ctx: RunContext, base_model: str, data: ArtifactRef,
                       config: ValueModelConfig, work_dir: str) -> ArtifactRef:
-    run_id = tracking.start_run("train-value-model", params_of(config, base_model=base_model),
-                                parent_run_id=ctx.mlflow_parent_run_id)
-    tracking.log_input(run_id, data.uri, data.sha256, "value_data")
-
-    def on_log(step: int, logs: dict[str, float]) -> None:
-        tracking.log_metrics(run_id, {k.replace("/", "_"): v for k, v in logs.items()}, step)
-
-    try:
+    with tracking.run("train-value-model", params_of(config, base_model=base_model),
+                      parent_run_id=ctx.mlflow_parent_run_id) as run_id:
+        tracking.log_input(run_id, data.uri, data.sha256, "value_data")
         ref, metrics = stages_value.train_value(ctx.store(), base_model, data, config,
-                                                Path(work_dir), ctx.run_ids(run_id), on_log)
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    tracking.log_metrics(run_id, metrics)
-    tracking.set_tags(run_id, {"restrl.value_model_uri": ref.uri})
-    tracking.end_run(run_id)
+                                                Path(work_dir), ctx.run_ids(run_id),
+                                                step_logger(run_id))
+        tracking.log_metrics(run_id, metrics)
+        tracking.set_tags(run_id, {"restrl.value_model_uri": ref.uri})
     get_run_logger().info("value model -> %s (%s)", ref.uri, metrics)
     publish(ref, "value model", metrics)
     return ref
@@ -73,11 +65,10 @@ def evaluate(ctx: RunContext, label: str, problems: ArtifactRef, generator: Gene
     """One nested MLflow run per evaluated policy, with metrics and the accuracy plot."""
     from restrl.evaluation.plots import plot_accuracy_vs_budget
 
-    run_id = tracking.start_run(f"evaluate-{label}", params_of(
-        config, policy=generator.model, value_model=value_model or ""),
-        parent_run_id=ctx.mlflow_parent_run_id)
-    tracking.log_input(run_id, problems.uri, problems.sha256, "eval_problems", "evaluation")
-    try:
+    with tracking.run(f"evaluate-{label}", params_of(
+            config, policy=generator.model, value_model=value_model or ""),
+            parent_run_id=ctx.mlflow_parent_run_id) as run_id:
+        tracking.log_input(run_id, problems.uri, problems.sha256, "eval_problems", "evaluation")
         ref, metrics, points = stages_eval.evaluate(ctx.store(), problems, generator,
                                                     value_model, config, verify_config,
                                                     ctx.run_ids(run_id))
@@ -86,11 +77,7 @@ def evaluate(ctx: RunContext, label: str, problems: ArtifactRef, generator: Gene
             plot = plot_accuracy_vs_budget(points, Path(tmp) / "accuracy_vs_budget.png",
                                            title=f"{label}: accuracy vs generation budget")
             tracking.log_artifact_file(run_id, plot, "plots")
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    tracking.set_tags(run_id, {"restrl.eval_results_uri": ref.uri})
-    tracking.end_run(run_id)
+        tracking.set_tags(run_id, {"restrl.eval_results_uri": ref.uri})
     get_run_logger().info("%s: %s", label, metrics)
     publish(ref, f"evaluation of {label}", metrics)
     return {"eval_results": ref.uri, "metrics": metrics, "mlflow_run_id": run_id}

@@ -20,6 +20,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM a server's process group; SIGKILL it if it has not exited after `grace` s."""
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait(grace)
+
+
 def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,8 +92,7 @@ def mlflow_server(tmp_path_factory):
         wait_http(url + "/health", timeout=120)
         yield url
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(20)
+        stop_group(proc)
 
 
 @pytest.fixture(scope="session")
@@ -105,8 +114,4 @@ def prefect_server(tmp_path_factory):
         wait_http(url + "/api/health", timeout=180)
         yield {"url": url, "api": url + "/api", "home": str(home)}
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+        stop_group(proc)

@@ -14,7 +14,8 @@ from restrl.artifacts import ArtifactCorrupted, ArtifactStore, artifact_key
 
 
 def table(n: int = 3) -> pa.Table:
-    return pa.table({"problem_id": [f"p{i}" for i in range(n)], "reward": [i / n for i in range(n)]})
+    return pa.table({"problem_id": [f"p{i}" for i in range(n)],
+                     "reward": [i / n for i in range(n)]})
 
 
 def test_table_round_trips_and_the_key_depends_only_on_what_produced_it(tmp_path):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +93,6 @@ def test_a_deployment_run_is_picked_up_by_a_worker_and_completes(deployed, prefe
                 break
             time.sleep(2)
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(30)
+        stop_group(worker)
     assert state == "COMPLETED"
     assert list((work / "artifacts" / "policy").glob("*/manifest.json"))

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 # tests/ is on sys.path (pytest's default "prepend" import mode): the pipeline test's budget.
+from conftest import stop_group
 from test_flow_pipeline import tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
@@ -88,12 +89,7 @@ def ui_stack(chromium, prefect_server, tmp_path_factory):
     try:
         yield {"env": env, "work": work, "worker_log": log_path}
     finally:
-        os.killpg(worker.pid, 15)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, 9)
-            worker.wait(10)
+        stop_group(worker)
 
 
 def _point_ui_at(page, url: str, api: str) -> None:

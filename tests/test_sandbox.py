@@ -306,7 +306,8 @@ def test_forged_reports_and_introspection_do_not_fake_a_pass(verifier):
 
 def test_no_state_leaks_between_programs_and_hash_seed_is_fixed(verifier):
     p = stdio_problem(["\n"], ["absent\n"])
-    writer = "open('leak.txt', 'w').write('x')\nimport builtins\nbuiltins.leak = 1\nprint('absent')\n"
+    writer = ("open('leak.txt', 'w').write('x')\nimport builtins\nbuiltins.leak = 1\n"
+              "print('absent')\n")
     reader = ("import os, builtins\n"
               "print('present' if os.path.exists('leak.txt') or hasattr(builtins, 'leak')"
               " else 'absent')\n")

@@ -11,7 +11,8 @@ DOMAINS: tuple[str, ...] = ("apps", "bigcodebench", "ds1000", "humaneval", "toy"
 
 # How a problem's tests are run (restrl.sandbox picks the checker from this):
 #   stdio    - APPS: program reads stdin, output compared in the host
-#   call     - APPS call-based: `entry_point(*inputs)` (or `Solution().entry_point`), compared in the host
+#   call     - APPS call-based: `entry_point(*inputs)` (or `Solution().entry_point`),
+#              compared in the host
 #   check    - HumanEval / toy: test code defines `check(candidate)`; pass = returns
 #   unittest - BigCodeBench: test code defines `class TestCases(unittest.TestCase)`
 #   ds1000   - DS1000: code_context defines `test_execution(solution)` (+ optional `test_string`)

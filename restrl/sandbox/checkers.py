@@ -53,7 +53,8 @@ def values_equal(got: object, expected: object) -> bool:
     if isinstance(got, bool) or isinstance(expected, bool):
         return type(got) is type(expected) and got == expected
     if isinstance(got, (int, float)) and isinstance(expected, (int, float)):
-        return math.isclose(got, expected, rel_tol=_FLOAT_TOL, abs_tol=_FLOAT_TOL) or got == expected
+        return got == expected or math.isclose(got, expected, rel_tol=_FLOAT_TOL,
+                                               abs_tol=_FLOAT_TOL)
     if isinstance(got, list) and isinstance(expected, list):
         return len(got) == len(expected) and all(
             values_equal(a, b) for a, b in zip(got, expected, strict=True))
