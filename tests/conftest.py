@@ -115,3 +115,32 @@ def prefect_server(tmp_path_factory):
         yield {"url": url, "api": url + "/api", "home": str(home)}
     finally:
         stop_group(proc)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def prefect_cli(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `prefect` command of this environment from the repository root."""
+    exe = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    return subprocess.run([exe, *args], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def deployed(prefect_server, tmp_path_factory):
+    """prefect.yaml's deployments registered on the loopback server; yields (env, work dir).
+
+    `env` points flows run by a worker at artifacts, MLflow and results under the work dir.
+    """
+    work = tmp_path_factory.mktemp("deployed")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server["api"], "RESTRL_HOME": str(REPO),
+           "PREFECT_HOME": prefect_server["home"],
+           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+           "RESTRL_ARTIFACTS": str(work / "artifacts"),
+           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(work / "results")}
+    created = prefect_cli(["work-pool", "create", "restrl-process", "--type", "process"], env)
+    assert created.returncode == 0, created.stderr + created.stdout
+    deploy = prefect_cli(["--no-prompt", "deploy", "--all"], env)
+    assert deploy.returncode == 0, deploy.stderr + deploy.stdout
+    return env, work

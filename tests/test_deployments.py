@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import stop_group
+from conftest import REPO, prefect_cli, stop_group
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = {"self-training/self-training", "value-model/value-model", "evaluate/evaluate",
                "pipeline/pipeline", "retrain/weekly-retrain"}
 TINY_STAGE1 = {
@@ -25,27 +23,6 @@ TINY_STAGE1 = {
              "max_completion_length": 32},
     "verification": {"timeout": 2.0, "workers": 1},
 }
-
-
-def prefect(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    exe = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-    return subprocess.run([exe, *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def deployed(prefect_server, tmp_path_factory):
-    work = tmp_path_factory.mktemp("deployed")
-    env = {**os.environ, "PREFECT_API_URL": prefect_server["api"], "RESTRL_HOME": str(REPO),
-           "PREFECT_HOME": prefect_server["home"],
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-           "RESTRL_ARTIFACTS": str(work / "artifacts"),
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(work / "results")}
-    created = prefect(["work-pool", "create", "restrl-process", "--type", "process"], env)
-    assert created.returncode == 0, created.stderr + created.stdout
-    deploy = prefect(["--no-prompt", "deploy", "--all"], env)
-    assert deploy.returncode == 0, deploy.stderr + deploy.stdout
-    return env, work
 
 
 def _read_deployments(api: str) -> dict:
@@ -72,7 +49,7 @@ def test_a_deployment_run_is_picked_up_by_a_worker_and_completes(deployed, prefe
     import httpx
 
     env, work = deployed
-    run = prefect(["deployment", "run", "self-training/self-training",
+    run = prefect_cli(["deployment", "run", "self-training/self-training",
                    "--params", json.dumps({"params": TINY_STAGE1})], env)
     assert run.returncode == 0, run.stderr + run.stdout
     worker = subprocess.Popen(

@@ -21,12 +21,11 @@ from pathlib import Path
 import pytest
 
 # tests/ is on sys.path (pytest's default "prepend" import mode): the pipeline test's budget.
-from conftest import stop_group
+from conftest import REPO, stop_group
 from test_flow_pipeline import tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -59,27 +58,10 @@ def chromium() -> str:
     return exe
 
 
-def _prefect(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    exe = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-    return subprocess.run([exe, *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.fixture(scope="module")
-def ui_stack(chromium, prefect_server, tmp_path_factory):
-    """The deployments registered on the loopback server and a process worker polling its pool."""
-    work = tmp_path_factory.mktemp("prefect-ui")
-    env = {**os.environ, "PREFECT_API_URL": prefect_server["api"], "RESTRL_HOME": str(REPO),
-           "PREFECT_HOME": prefect_server["home"],
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-           "RESTRL_ARTIFACTS": str(work / "artifacts"),
-           "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(work / "results")}
-    created = _prefect(["work-pool", "create", "restrl-process", "--type", "process"], env)
-    # The session's server may already hold the pool (tests/test_deployments.py creates it too).
-    assert created.returncode == 0 or "already exists" in created.stdout + created.stderr, (
-        created.stderr + created.stdout)
-    deploy = _prefect(["--no-prompt", "deploy", "--all"], env)
-    assert deploy.returncode == 0, deploy.stderr + deploy.stdout
+def ui_stack(chromium, deployed):
+    """The registered deployments and a process worker polling their pool."""
+    env, work = deployed
     log_path = work / "worker.log"
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(

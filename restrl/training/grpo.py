@@ -20,6 +20,7 @@ from typing import Any
 from restrl.problems.model import Problem
 from restrl.prompts import postprocess, trailing_text
 from restrl.training.callbacks import forward_logs_callback, quiet_progress
+from restrl.training.trainer_args import shared_trainer_kwargs
 
 log = logging.getLogger("restrl.training.grpo")
 
@@ -153,7 +154,6 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[st
                verifier: Any, config: GRPOTrainConfig, output_dir: str | Path,
                on_log: Callable[[int, dict[str, float]], None] | None = None) -> GRPOResult:
     """Train the policy at `model_path` on ReST-GRPO rows; save it to `output_dir/final`."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -166,30 +166,15 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[st
         raise ValueError("no GRPO rows left to train on (all prompts too long or none given)")
     dataset = Dataset.from_list([{"prompt": r["prompt"], "problem_id": r["problem_id"],
                                   "partial_state": r["partial_state"]} for r in usable])
-    on_gpu = torch.cuda.is_available()
     trl_config = GRPOConfig(
-        output_dir=str(output_dir / "checkpoints"),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size_per_device,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        **shared_trainer_kwargs(config, output_dir),
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         beta=config.beta,
         loss_type=config.loss_type,
         use_vllm=config.use_vllm,
-        deepspeed=config.deepspeed_config,
-        logging_steps=config.logging_steps,
-        save_strategy="steps" if config.save_steps else "no",
-        save_steps=config.save_steps or 500,
-        seed=config.seed,
-        use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        report_to=[],
         disable_tqdm=False,
-        dataloader_num_workers=0,
     )
 
     model = AutoModelForCausalLM.from_pretrained(model_path)

@@ -622,6 +622,8 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     import torch
     from transformers import AutoTokenizer, TrainingArguments
 
+    from restrl.training.trainer_args import shared_trainer_kwargs
+
     output_dir = Path(output_dir)
     examples = value_examples(rows)
     if not examples:
@@ -638,31 +640,16 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
 
     # TrainingArguments come before the model: under ZeRO-3 they make from_pretrained load the
     # weights already partitioned across ranks (deepspeed.zero.Init).
-    on_gpu = torch.cuda.is_available()
     args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size_per_device,
+        **shared_trainer_kwargs(config, output_dir),
         per_device_eval_batch_size=config.eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
         weight_decay=config.weight_decay,
-        deepspeed=config.deepspeed_config,
-        logging_steps=config.logging_steps,
-        save_strategy="steps" if config.save_steps else "no",
-        save_steps=config.save_steps or 500,
         eval_strategy="steps" if eval_examples and config.eval_steps else "no",
         eval_steps=config.eval_steps or None,
         eval_on_start=bool(eval_examples),  # the "before" evaluation, inside the training loop
         label_names=["labels"],
         remove_unused_columns=False,
-        seed=config.seed,
         data_seed=config.seed,
-        use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        report_to=[],
-        dataloader_num_workers=0,
         **_checkpointing_args(config.gradient_checkpointing),
     )
 
