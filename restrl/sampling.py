@@ -50,6 +50,7 @@ def sample_problems(problems: Sequence[Problem], generator: Generator, tokenizer
             for idx, sample in enumerate(samples):
                 code, _ = postprocess(sample.text, problem.domain)
                 rows.append({
+                    "domain": problem.domain,
                     "problem_id": problem.problem_id,
                     "sample_idx": idx,
                     "prompt": prompt,

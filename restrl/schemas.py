@@ -7,13 +7,15 @@ import pyarrow as pa
 from restrl.problems.schema import PROBLEMS_SCHEMA
 
 # One sampled completion. `program` = init_code + code is what the verifier runs.
+# A problem is known by (domain, problem_id) in every table: ids repeat across problem sets.
 COMPLETIONS = pa.schema([
+    ("domain", pa.string()),
     ("problem_id", pa.string()),
     ("sample_idx", pa.int64()),
     ("prompt", pa.string()),          # the formatted prompt, reply prefix included
     ("raw", pa.string()),             # the model's text as generated
     ("code", pa.string()),            # raw cut at the domain's stop strings
-    ("program", pa.string()),         # full program: init_code + code
+    ("program", pa.string()),         # full program: init_code + code.rstrip()
     ("hit_stop", pa.bool_()),
     ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()),
@@ -23,6 +25,7 @@ COMPLETIONS = pa.schema([
 # One verdict; `row` is the input row it belongs to (rows keep their input order).
 VERDICTS = pa.schema([
     ("row", pa.int64()),
+    ("domain", pa.string()),
     ("problem_id", pa.string()),
     ("sample_idx", pa.int64()),
     ("reward", pa.float64()),
@@ -67,6 +70,7 @@ SFT_DATA = pa.schema([
 
 # One judged answer of an evaluation method; `budget` = completions generated per problem.
 EVAL_RESULTS = pa.schema([
+    ("domain", pa.string()),
     ("problem_id", pa.string()),
     ("method", pa.string()),          # sample | best_of_n | vm_mcts
     ("budget", pa.int64()),

@@ -105,7 +105,7 @@ def test_apps_reader_loads_seed_rows_with_prompt_kept_and_tests_as_json() -> Non
     json.loads(literal.tests)  # stored as JSON whatever the source spelling
 
 
-def test_apps_reader_loads_original_rows_and_appends_the_format_instruction() -> None:
+def test_apps_reader_loads_original_rows_and_keeps_the_question_text() -> None:
     result = read_problems(fixture("apps_original.jsonl"), "apps")
 
     assert result.rejected == []
@@ -119,7 +119,6 @@ def test_apps_reader_loads_original_rows_and_appends_the_format_instruction() ->
         "Print s reversed.\n\n-----Input-----\n\nThe only line contains "
         "s (1 <= |s| <= 100).\n\n-----Output-----\n\nPrint the reversed "
         "string.\n\n-----Examples-----\nInput\nabc\n\nOutput\ncba\n"
-        "\n\nUse Standard Input format"
     )
     assert reverse.meta == {
         "difficulty": "introductory",
@@ -128,7 +127,7 @@ def test_apps_reader_loads_original_rows_and_appends_the_format_instruction() ->
     }
 
     assert two_sum.io_mode == "call" and two_sum.entry_point == "twoSum"
-    assert two_sum.prompt.endswith("\n\nUse Call-Based format")
+    assert "Call-Based format" not in two_sum.prompt  # the style words belong to the query
     assert two_sum.init_code == "class Solution:\n    def twoSum(self, nums, target):\n"
     assert two_sum.apps_tests()["outputs"] == [[[0, 1]], [[1, 2]], [[0, 1]]]
     assert two_sum.meta["difficulty"] == "interview"

@@ -128,7 +128,7 @@ def test_reference_reply_round_trips_through_the_prompt_helpers() -> None:
     assert prompt.endswith("```python\n" + problem.init_code)
     reply = reference_body(problem) + "```\nextra"
     code, hit = postprocess(reply, "toy")
-    assert hit and full_program(problem, code) == problem.meta["reference"]
+    assert hit and full_program(problem, code) == problem.meta["reference"].rstrip()
 
 
 @pytest.mark.parametrize("split", SPLITS)

@@ -18,19 +18,31 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def group_by_problem(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+def group_by_problem(rows: Iterable[Mapping[str, Any]]
+                     ) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    """Rows per problem, keyed by (domain, problem_id): ids repeat across problem sets."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(str(row["problem_id"]), []).append(row)
+        key = (str(row.get("domain") or ""), str(row["problem_id"]))
+        groups.setdefault(key, []).append(row)
     return groups
+
+
+def pass_at_1(rows: Iterable[Mapping[str, Any]]) -> float:
+    """Mean over problems of the share of strict passes among its samples (unbiased pass@1)."""
+    groups = group_by_problem(rows)
+    if not groups:
+        return 0.0
+    return sum(sum(bool(r["strict"]) for r in g) / len(g) for g in groups.values()) / len(groups)
 
 
 def sample_metrics(rows: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1,)) -> dict[str, float]:
     """Metrics of plain sampling over verdict rows (reward, strict, problem_id).
 
     pass@k: mean over problems of the unbiased estimator (strict passes count as correct);
-    average_accuracy: mean reward over all samples (partial credit); strict_accuracy: mean of
-    strict over all samples (= pass@1 when every problem has the same number of samples).
+    average_accuracy: mean reward per problem, averaged over problems (partial credit);
+    strict_accuracy: share of strict passes per problem, averaged over problems (= pass@1), as
+    the original evaluation computes both.
     """
     groups = group_by_problem(rows)
     if not groups:
@@ -42,9 +54,10 @@ def sample_metrics(rows: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1,)) 
             metrics[f"pass@{k}"] = sum(
                 pass_at_k(len(g), sum(bool(r["strict"]) for r in g), k) for g in usable
             ) / len(usable)
-    samples = [r for g in groups.values() for r in g]
-    metrics["average_accuracy"] = sum(float(r["reward"]) for r in samples) / len(samples)
-    metrics["strict_accuracy"] = sum(bool(r["strict"]) for r in samples) / len(samples)
+    per_problem = [(sum(float(r["reward"]) for r in g) / len(g),
+                    sum(bool(r["strict"]) for r in g) / len(g)) for g in groups.values()]
+    metrics["average_accuracy"] = sum(avg for avg, _ in per_problem) / len(per_problem)
+    metrics["strict_accuracy"] = sum(strict for _, strict in per_problem) / len(per_problem)
     metrics["problems"] = float(len(groups))
     return metrics
 

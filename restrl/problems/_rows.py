@@ -49,15 +49,15 @@ def reject(result: ReadResult, file: str, line: int, reason: str) -> None:
 
 
 def accept(
-    result: ReadResult, seen: dict[str, int], problem: Problem, file: str, line: int
+    result: ReadResult, seen: dict[tuple[str, str], int], problem: Problem, file: str, line: int
 ) -> None:
-    """Keep `problem` unless an earlier row already used its id (the first one wins)."""
-    first = seen.get(problem.problem_id)
+    """Keep `problem` unless an earlier row already used its (domain, id) (the first wins)."""
+    first = seen.get(problem.key)
     if first is not None:
         reason = f"duplicate problem_id {problem.problem_id!r} (first at line {first})"
         reject(result, file, line, reason)
         return
-    seen[problem.problem_id] = line
+    seen[problem.key] = line
     result.problems.append(problem)
 
 
@@ -66,7 +66,7 @@ def read_json_rows(path: str | Path, parse: Callable[[dict[str, Any]], Problem])
     file = existing_file(path)
     name = str(file)
     result = ReadResult()
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     for raw in iter_raw_rows(file):
         if raw.error is not None:
             reject(result, name, raw.line, raw.label + raw.error)

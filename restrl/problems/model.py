@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +19,8 @@ DOMAINS: tuple[str, ...] = ("apps", "bigcodebench", "ds1000", "humaneval", "toy"
 #   ds1000   - DS1000: code_context defines `test_execution(solution)` (+ optional `test_string`)
 IoMode = Literal["stdio", "call", "check", "unittest", "ds1000"]
 IO_MODES: tuple[str, ...] = ("stdio", "call", "check", "unittest", "ds1000")
+
+ProblemKey = tuple[str, str]  # (domain, problem_id)
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,26 @@ class Problem:
         if not self.problem_id:
             raise ValueError("problem_id is empty")
 
+    @property
+    def key(self) -> ProblemKey:
+        """(domain, problem_id): what identifies a problem across problem sets (APPS and DS1000
+        ids are both small integers, so an id alone is ambiguous)."""
+        return (self.domain, self.problem_id)
+
     def apps_tests(self) -> dict[str, Any]:
         """APPS tests as a dict with `inputs`, `outputs` (and `fn_name` for call-based)."""
         return json.loads(self.tests)
+
+
+def index_problems(problems: Iterable[Problem]) -> dict[ProblemKey, Problem]:
+    """Problems by (domain, problem_id); a key that appears twice is an error, never a silent
+    overwrite (a completion would be scored against another problem's tests)."""
+    by_key: dict[ProblemKey, Problem] = {}
+    for problem in problems:
+        if problem.key in by_key:
+            raise ValueError(f"problem {problem.domain}/{problem.problem_id} appears twice")
+        by_key[problem.key] = problem
+    return by_key
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def _read_table(table: pa.Table, file: str, domain: str | None) -> ReadResult:
     if missing:
         raise ValueError(f"{file}: not a problems table, missing columns {missing}")
     result = ReadResult()
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     rows = table.select(PROBLEMS_SCHEMA.names).to_pylist()
     for line, row in enumerate(rows, start=1):
         try:

@@ -449,7 +449,8 @@ def toy_problems(split: str = "train", n: int | None = None, seed: int = 0,
     Families take turns (problem i belongs to family i mod F); each family walks through its
     split's combinations in a seed-shuffled order, repeating them only when it runs out (a
     repeated combination gets new test inputs). `n=None` gives every combination of the split
-    exactly once. problem_id is "toy/<family>/<split>-<i>".
+    exactly once. problem_id is "toy/<family>/<split>-s<seed>-<i>": ids differ across seeds, so
+    problem sets drawn with two seeds can be trained on together.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -473,8 +474,9 @@ def toy_problems(split: str = "train", n: int | None = None, seed: int = 0,
     for i, (fi, ci) in enumerate(order):
         fam = chosen[fi]
         case_rng = random.Random(f"restrl-toy:{split}:{seed}:{i}")
-        problems.append(make_problem(fam, pools[fi][ci], problem_id=f"toy/{fam.name}/{split}-{i}",
-                                     split=split, rng=case_rng))
+        problem_id = f"toy/{fam.name}/{split}-s{seed}-{i}"
+        problems.append(make_problem(fam, pools[fi][ci], problem_id=problem_id, split=split,
+                                     rng=case_rng))
     return problems
 
 
