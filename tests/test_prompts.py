@@ -1,4 +1,7 @@
-"""restrl.prompts: chat formatting, reply prefix, stop strings and post-processing."""
+"""restrl.prompts: chat rendering at MARK, fallback, stop strings, post-processing, closing stop.
+
+The seed's exact query / reply / stop strings are pinned in tests/test_fidelity_data.py.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import pytest
 from restrl.problems.model import DOMAINS, Problem
 from restrl.prompts import (
     DEFAULT_STOPS,
+    closing_stop,
     format_prompt,
     full_program,
     postprocess,
@@ -52,16 +56,16 @@ def _problem(domain: str = "humaneval", **overrides: object) -> Problem:
     return Problem(**fields)  # type: ignore[arg-type]
 
 
-def test_format_prompt_applies_chat_template_and_ends_with_reply_prefix() -> None:
-    problem = _problem()
+def test_format_prompt_renders_the_reply_prefix_inside_the_assistant_turn() -> None:
+    problem = _problem("apps", prompt="Print 1.", init_code="import sys\n", io_mode="stdio")
     text = format_prompt(problem, _local_tokenizer(CHATML))
 
-    expected_head = f"<|im_start|>user\n{user_message(problem)}<|im_end|>\n<|im_start|>assistant\n"
-    assert text == expected_head + reply_prefix(problem)
-    assert text.endswith("```python\n" + HUMANEVAL_PROMPT)
+    head = f"<|im_start|>user\n{user_message(problem)}<|im_end|>\n<|im_start|>assistant\n"
+    assert text == head + reply_prefix(problem)
+    assert "<|im_end|>" not in text[len(head) :]  # cut at the mark: the turn stays open
 
 
-def test_format_prompt_without_chat_template_falls_back_and_warns_once_per_tokenizer(
+def test_format_prompt_without_chat_template_is_query_newline_prefix_and_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     tokenizer = _local_tokenizer(None)
@@ -70,10 +74,7 @@ def test_format_prompt_without_chat_template_falls_back_and_warns_once_per_token
         first = format_prompt(problem, tokenizer)
         second = format_prompt(problem, tokenizer)
 
-    assert first == second
-    assert first == f"### Problem\n{user_message(problem)}\n\n### Solution\n" + reply_prefix(
-        problem
-    )
+    assert first == second == user_message(problem) + "\n" + reply_prefix(problem)
     warnings = [r for r in caplog.records if r.name == "restrl.prompts"]
     assert len(warnings) == 1
     assert "chat template" in warnings[0].getMessage()
@@ -88,36 +89,47 @@ def test_format_prompt_warns_again_for_another_tokenizer(
     assert len([r for r in caplog.records if r.name == "restrl.prompts"]) == 2
 
 
-def test_reply_prefix_opens_fence_with_init_code_in_every_domain() -> None:
-    apps = _problem("apps", prompt="Print 1.", init_code="", io_mode="stdio")
-    ds1000 = _problem("ds1000", prompt="Fill in.\nBEGIN SOLUTION\n", init_code="", io_mode="ds1000")
+def test_format_prompt_rejects_a_template_that_drops_the_assistant_turn() -> None:
+    class UserOnly:
+        chat_template = "user only"
+
+        def apply_chat_template(self, conversation, **kwargs):
+            return f"<user>{conversation[0]['content']}</user>"
+
+    with pytest.raises(ValueError, match="assistant turn"):
+        format_prompt(_problem(), UserOnly())
+
+
+def test_toy_and_humaneval_prompts_keep_their_chatml_format() -> None:
+    # The embedded tiny model was trained on exactly these bytes (restrl.toy.tiny_model).
     toy = _problem("toy", prompt="Return x plus 3.", init_code="def f(x):\n")
-    assert reply_prefix(apps) == "```python\n"
-    assert reply_prefix(ds1000) == "```python\n"
-    assert reply_prefix(toy) == "```python\ndef f(x):\n"
-
-
-def test_user_message_wraps_each_domain() -> None:
-    apps_stdio = user_message(_problem("apps", prompt="Add two numbers.", io_mode="stdio"))
-    apps_call = user_message(_problem("apps", prompt="Add two numbers.", io_mode="call"))
-    bcb = _problem("bigcodebench", prompt="Write a task_func that adds.", io_mode="unittest")
-    ds1000 = user_message(_problem("ds1000", prompt="Problem text", io_mode="ds1000"))
-    toy = user_message(_problem("toy", prompt="Return x plus 3.", init_code="def f(x):\n"))
-
-    assert apps_stdio.startswith("Solve the following programming problem in Python.")
-    assert "standard input" in apps_stdio and "starter code" in apps_call
-    assert user_message(bcb) == bcb.prompt
-    assert ds1000.startswith("Problem text") and "placeholder" in ds1000
-    assert user_message(_problem()) == (
-        "Complete the following Python function.\n\n```python\n" + HUMANEVAL_PROMPT + "```"
+    chatml = _local_tokenizer(CHATML)
+    assert format_prompt(toy, chatml) == (
+        "<|im_start|>user\nReturn x plus 3.\n\nComplete the following Python function.\n\n"
+        "```python\ndef f(x):\n```<|im_end|>\n<|im_start|>assistant\n```python\ndef f(x):\n"
     )
-    assert toy.startswith("Return x plus 3.") and toy.endswith("```python\ndef f(x):\n```")
+    assert format_prompt(_problem(), chatml) == (
+        "<|im_start|>user\nComplete the following Python function.\n\n```python\n"
+        + HUMANEVAL_PROMPT
+        + "```<|im_end|>\n<|im_start|>assistant\n```python\n"
+        + HUMANEVAL_PROMPT
+    )
 
 
-def test_stop_strings_are_the_closing_fence_for_every_domain() -> None:
+def test_format_prompt_matches_the_tiny_models_template_stand_in() -> None:
+    from restrl.toy.tiny_model import CHAT_TEMPLATE, _TemplateOnly
+
+    toy = _problem("toy", prompt="Return x plus 3.", init_code="def f(x):\n")
+    assert format_prompt(toy, _TemplateOnly()) == format_prompt(
+        toy, _local_tokenizer(CHAT_TEMPLATE)
+    )
+
+
+def test_stop_strings_are_one_list_per_domain() -> None:
     assert set(DEFAULT_STOPS) == set(DOMAINS)
-    for domain in DOMAINS:
+    for domain in ("apps", "bigcodebench", "humaneval", "toy"):
         assert stop_strings(domain) == ["```"]
+    assert "</code>" in stop_strings("ds1000")
     with pytest.raises(ValueError):
         stop_strings("nope")
 
@@ -142,13 +154,19 @@ def test_postprocess_cuts_at_a_restarted_code_block() -> None:
     assert trailing_text(sample, "toy").startswith("python\ndef add")
 
 
+def test_postprocess_of_ds1000_counts_the_longest_stop_at_the_first_index_as_the_stop() -> None:
+    sample = "result = 1\n### END SOLUTION\nmore"
+    assert postprocess(sample, "ds1000") == ("result = 1\n", True)
+    assert trailing_text(sample, "ds1000") == "\nmore"
+
+
 def test_full_program_of_humaneval_sample_is_prompt_plus_body_and_compiles() -> None:
     problem = _problem()
     body = "    return a + b\n"
     code, _ = postprocess(body + "```\n", "humaneval")
 
     program = full_program(problem, code)
-    assert program == HUMANEVAL_PROMPT + body
+    assert program == HUMANEVAL_PROMPT + body.rstrip()
     namespace: dict[str, object] = {}
     exec(compile(program, "<sample>", "exec"), namespace)
     assert namespace["add"](1, 2) == 3  # type: ignore[operator]
@@ -156,4 +174,13 @@ def test_full_program_of_humaneval_sample_is_prompt_plus_body_and_compiles() -> 
 
 def test_full_program_of_ds1000_is_the_snippet() -> None:
     problem = _problem("ds1000", prompt="Fill in.", init_code="", io_mode="ds1000")
-    assert full_program(problem, "result = 1\n") == "result = 1\n"
+    assert full_program(problem, "result = 1\n") == "result = 1"
+
+
+def test_closing_stop_reads_the_plain_prompt_unless_given_a_prompt() -> None:
+    ds1000 = _problem(
+        "ds1000", prompt="A:\n<code>\nx = 1\n</code>\n<code>\n", init_code="", io_mode="ds1000"
+    )
+    assert closing_stop(ds1000) == "</code>"
+    chat = format_prompt(ds1000, _local_tokenizer(CHATML))  # ends with the assistant header
+    assert closing_stop(ds1000, chat) == ""

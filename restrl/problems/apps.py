@@ -1,9 +1,13 @@
 """APPS reader: the ReST-RL seed's preprocessed rows and rows with the original APPS fields.
 
-Seed rows: `id`, `prompt` (already formatted), `code` (starter code), `test` (JSON or a Python
+Seed rows: `id`, `prompt` (the problem text), `code` (starter code), `test` (JSON or a Python
 literal of `{"inputs", "outputs", "fn_name"?}`, or that dict itself).
 Original rows: `problem_id` (or `id`), `question`, `starter_code`, `input_output` (JSON),
 optional `solutions` (JSON list of programs), `difficulty`, `url`.
+
+`Problem.prompt` is the problem text q as the row gives it (the seed's `data/reader.py` passes
+`prompt` through unchanged); how the program is run ("Standard Input format" / "Call-Based
+format") is said by the query template (`restrl.prompts.user_message`), not baked in here.
 """
 
 from __future__ import annotations
@@ -23,10 +27,6 @@ from restrl.problems._rows import (
     require_str,
 )
 from restrl.problems.model import Problem, ReadResult
-
-# APPS's own prompt format tells the model how its program is run.
-STDIO_INSTRUCTION = "\n\nUse Standard Input format"
-CALL_INSTRUCTION = "\n\nUse Call-Based format"
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,9 @@ def _parse_seed(row: dict[str, Any]) -> Problem:
 def _parse_original(row: dict[str, Any]) -> Problem:
     problem_id = require_id(row, "problem_id" if "problem_id" in row else "id")
     tests = parse_test_spec(require(row, "input_output"), "input_output")
-    instruction = CALL_INSTRUCTION if tests.fn_name else STDIO_INSTRUCTION
     return _problem(
         problem_id=problem_id,
-        prompt=require_str(row, "question") + instruction,
+        prompt=require_str(row, "question"),
         init_code=optional_str(row, "starter_code"),
         tests=tests,
         row=row,

@@ -1,8 +1,11 @@
-"""Prompt text per domain: the user message, the reply prefix, and the formatted prompt.
+"""Prompt text per domain: the query (user turn), the reply prefix, and the formatted prompt.
 
-The formatted prompt ends with the start of the assistant reply, an open ```python fence that
-already holds the problem's `init_code`, so the model continues the code and a sample's full
-program is `init_code + code` (DESIGN.md step 1).
+The formatted prompt ends *inside* the assistant's reply, after the reply prefix that already
+holds the problem's `init_code` (REFERENCE.md section 1), so the model continues the code and a
+sample's full program is `init_code + sample.rstrip()`. The chat template is applied to
+`[user: query, assistant: prefix + MARK]` and the text is cut at `MARK`: the template decides
+what comes before the prefix (on Qwen3 the empty think block), as in the ReST-RL seed's
+`prompts/utils.make_raw_chat_prompt`.
 """
 
 from __future__ import annotations
@@ -15,25 +18,29 @@ from restrl.problems.model import DOMAINS, Problem
 
 logger = logging.getLogger("restrl.prompts")
 
-APPS_TEMPLATE = "Solve the following programming problem in Python.\n\n{prompt}\n\n{hint}"
-# APPS hint by io_mode: stdio programs read stdin; call-based ones complete the starter code.
-APPS_HINT_STDIO = (
-    "Read the input from standard input and print the answer to standard output. "
-    "Write the complete program."
+# The ReST-RL seed's queries and replies (prompts/formatters.py). APPS names how the program runs.
+APPS_QUERY = (
+    "Please provide a self-contained Python script using {style} that solves the following "
+    "problem in a markdown code block.\nProblem: "
 )
-APPS_HINT_CALL = (
-    "Complete the given starter code; your solution is called as a function. "
-    "Write the complete program."
+APPS_STYLES = {"stdio": "Standard Input format", "call": "Call-Based format"}
+BIGCODEBENCH_QUERY = (
+    "Please provide a self-contained Python script that solves the following problem in a "
+    "markdown code block.\nProblem: "
 )
-# DS1000 prompts end where the solution goes; the test context inserts the snippet.
-DS1000_TEMPLATE = (
-    "{prompt}\n\nWrite only the code that replaces the solution placeholder, with no explanation."
+SCRIPT_REPLY = (
+    "Below is a self-contained Python script that solves the problem and realizes requested "
+    "functionalities:\n```python\n"
 )
-FUNCTION_TEMPLATE = "Complete the following Python function.\n\n```python\n{code}```"
-# Toy prompts are natural language; the signature to complete is the init_code.
-TOY_TEMPLATE = "{prompt}\n\n" + FUNCTION_TEMPLATE
-REPLY_FENCE = "```python\n"
-FALLBACK_TEMPLATE = "### Problem\n{message}\n\n### Solution\n"
+DS1000_QUERY = "Please directly complete the required program to solve the following problem.\n"
+
+# restrl's own domains (not in the seed); the embedded tiny model was trained on this format.
+FUNCTION_QUERY = "Complete the following Python function.\n\n```python\n{code}```"
+TOY_QUERY = "{prompt}\n\n" + FUNCTION_QUERY
+FUNCTION_REPLY = "```python\n"
+
+# Where the reply prefix ends in the rendered chat template; must occur in no prompt.
+MARK = "<|restrl-reply-prefix-ends-here|>"
 
 
 class ChatTokenizer(Protocol):
@@ -49,36 +56,73 @@ def _ensure_newline(text: str) -> str:
 
 
 def user_message(problem: Problem) -> str:
-    """The user turn for `problem`: its domain's instruction around the problem text."""
+    """The query (user turn) for `problem`: its domain's instruction and the problem text q.
+
+    APPS says "Call-Based format" for problems whose tests name a `fn_name` (io_mode "call",
+    which the APPS reader sets exactly then) and "Standard Input format" otherwise.
+    """
     domain = problem.domain
     if domain == "apps":
-        hint = APPS_HINT_CALL if problem.io_mode == "call" else APPS_HINT_STDIO
-        return APPS_TEMPLATE.format(prompt=problem.prompt.strip(), hint=hint)
+        style = APPS_STYLES["call" if problem.io_mode == "call" else "stdio"]
+        return APPS_QUERY.format(style=style) + problem.prompt
     if domain == "bigcodebench":
-        return problem.prompt  # the instruct prompt already says what to write
+        return BIGCODEBENCH_QUERY + problem.prompt
     if domain == "ds1000":
-        return DS1000_TEMPLATE.format(prompt=problem.prompt.rstrip())
+        return DS1000_QUERY + problem.prompt
     if domain == "humaneval":
-        return FUNCTION_TEMPLATE.format(code=_ensure_newline(problem.prompt))
+        return FUNCTION_QUERY.format(code=_ensure_newline(problem.prompt))
     if domain == "toy":
-        return TOY_TEMPLATE.format(
+        return TOY_QUERY.format(
             prompt=problem.prompt.strip(), code=_ensure_newline(problem.init_code)
         )
     raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
 
 
 def reply_prefix(problem: Problem) -> str:
-    """The start of the assistant reply: an open ```python fence followed by `init_code`."""
-    return REPLY_FENCE + problem.init_code
+    """The start of the assistant reply, ending with `init_code`: APPS / BigCodeBench open a
+    ```python block after the seed's sentence, DS1000 is the bare state (no fence), HumanEval /
+    toy open a ```python block."""
+    domain = problem.domain
+    if domain in ("apps", "bigcodebench"):
+        return SCRIPT_REPLY + problem.init_code
+    if domain == "ds1000":
+        return problem.init_code
+    if domain in ("humaneval", "toy"):
+        return FUNCTION_REPLY + problem.init_code
+    raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
 
 
 def full_program(problem: Problem, code: str) -> str:
-    """The program to verify: `init_code + code`, one rule for every domain.
+    """The program to verify: `init_code + code.rstrip()`, one rule for every domain.
 
     For DS1000 the "program" is the solution snippet the test context inserts; its init_code is
     usually empty, so the same rule gives the snippet itself.
     """
-    return problem.init_code + code
+    return problem.init_code + code.rstrip()
+
+
+def plain_prompt(query: str, reply: str) -> str:
+    """The prompt without a chat template: `query + "\\n" + reply`."""
+    return query + "\n" + reply
+
+
+def chat_prompt(query: str, reply: str, tokenizer: ChatTokenizer) -> str:
+    """The chat template applied to `[user: query, assistant: reply + MARK]`, cut at MARK.
+
+    Raises ValueError when the rendered text lacks MARK (a template that drops or rewrites the
+    assistant turn cannot hold a reply prefix).
+    """
+    conversation = [
+        {"role": "user", "content": query},
+        {"role": "assistant", "content": reply + MARK},
+    ]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    if not isinstance(text, str):
+        raise TypeError(f"apply_chat_template returned {type(text).__name__}, not str")
+    head, found, _ = text.partition(MARK)
+    if not found:
+        raise ValueError("the chat template dropped the assistant turn: no place for the reply")
+    return head
 
 
 # Tokenizers already warned about a missing chat template; weak so tokenizers can be freed.
@@ -96,25 +140,22 @@ def _warn_once(tokenizer: Any) -> None:
             return
         _warned_ids.add(id(tokenizer))
     logger.warning(
-        "tokenizer %s has no chat template; using the plain '### Problem / ### Solution' format",
+        "tokenizer %s has no chat template; the prompt is the plain query + newline + reply",
         type(tokenizer).__name__,
     )
 
 
-def format_prompt(problem: Problem, tokenizer: ChatTokenizer | None = None) -> str:
-    """The text the model continues: chat-templated user message + `reply_prefix(problem)`.
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether `tokenizer` can render chat (None or an empty template cannot)."""
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
 
-    Without a chat template (or tokenizer) a plain "### Problem / ### Solution" layout is used
-    and a warning is logged once per tokenizer.
-    """
-    message = user_message(problem)
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        head = tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-        )
-        if not isinstance(head, str):
-            raise TypeError(f"apply_chat_template returned {type(head).__name__}, not str")
-    else:
-        _warn_once(tokenizer)
-        head = FALLBACK_TEMPLATE.format(message=message)
-    return head + reply_prefix(problem)
+
+def format_prompt(problem: Problem, tokenizer: ChatTokenizer | None = None) -> str:
+    """The text the model continues: the query in the user turn and `reply_prefix(problem)`
+    opening the assistant turn (`chat_prompt`); without a chat template (or tokenizer)
+    `query + "\\n" + prefix`, with a warning logged once per tokenizer."""
+    query, reply = user_message(problem), reply_prefix(problem)
+    if has_chat_template(tokenizer):
+        return chat_prompt(query, reply, tokenizer)  # type: ignore[arg-type]
+    _warn_once(tokenizer)
+    return plain_prompt(query, reply)

@@ -13,11 +13,11 @@ from restrl.rest.builder import (
     group_samples,
     join_samples,
     line_prefixes,
+    preference_pair,
     prefix_count,
     problem_rng,
     reward_std,
     sample_prefix_lengths,
-    worst_sample,
 )
 from restrl.rest.config import REST_MODES, RestDataConfig, RestMode
 
@@ -37,9 +37,9 @@ __all__ = [
     "group_samples",
     "join_samples",
     "line_prefixes",
+    "preference_pair",
     "prefix_count",
     "problem_rng",
     "reward_std",
     "sample_prefix_lengths",
-    "worst_sample",
 ]

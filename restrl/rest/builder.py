@@ -1,10 +1,13 @@
-"""ReST data building (DESIGN.md step 3): verified samples -> GRPO / DPO / SFT training rows.
+"""ReST data building (DESIGN.md step 3, REFERENCE.md section 3): verified samples -> GRPO /
+DPO / SFT training rows.
 
 Pure functions over pyarrow tables and dataclasses. The input `samples` table is the
-completions table joined with its verdicts (`join_samples`): one row per (problem_id,
-sample_idx) with at least `code` (the continuation of the problem's init_code) and `reward`.
-Samples are sorted by (problem_id, sample_idx) and problems by problem_id before anything else,
-so the output depends neither on the input's row order nor on the order of `problems`.
+completions table joined with its verdicts (`join_samples`): one row per (domain, problem_id,
+sample_idx) with at least `code` (the sample cut at its first stop, continuing the problem's
+init_code) and `reward`. A problem is known by (domain, problem_id): ids repeat across problem
+sets. Samples are sorted by (domain, problem_id, sample_idx) and problems by (domain,
+problem_id) before anything else, so the output depends neither on the input's row order nor
+on the order of `problems`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from restrl.problems.model import Problem
-from restrl.prompts import ChatTokenizer, format_prompt
+from restrl.problems.model import Problem, ProblemKey, index_problems
+from restrl.prompts import ChatTokenizer, closing_stop, format_prompt
 from restrl.rest.config import RestDataConfig
 from restrl.schemas import DPO_DATA, GRPO_DATA, SFT_DATA
 
-KEYS: tuple[str, str] = ("problem_id", "sample_idx")
-SAMPLE_COLUMNS: tuple[str, ...] = ("problem_id", "sample_idx", "code", "reward")
+KEYS: tuple[str, str, str] = ("domain", "problem_id", "sample_idx")
+SAMPLE_COLUMNS: tuple[str, ...] = (*KEYS, "code", "reward")
 VERDICT_COLUMNS: tuple[str, ...] = ("reward", "strict", "status")
 SCHEMA_BY_MODE: dict[str, pa.Schema] = {"grpo": GRPO_DATA, "dpo": DPO_DATA, "sft": SFT_DATA}
 
@@ -44,9 +47,10 @@ class RestDataStats:
     """What a build did, for logs and MLflow.
 
     problems: problems passed in. problems_seen: those with at least one sample.
-    problems_kept: those that gave rows (grpo: std >= threshold; dpo: best != worst; sft: at
-        least one accepted completion). dropped_zero_variance: grpo: std < threshold; dpo: all
-        rewards equal; sft: 0 (no variance filter).
+    problems_kept: those that gave rows (grpo: std >= threshold, or every seen problem in basic
+        mode; dpo: rewards not all equal; sft: at least one accepted completion).
+    dropped_zero_variance: grpo: std < threshold (0 in basic mode); dpo: all rewards equal;
+        sft: 0 (no variance filter).
     accepted_best: problems whose best reward >= completion_accept_threshold (grpo: among the
         kept ones, i.e. those that may give prefix rows).
     rows_by_source: rows per kind ("base"/"prefix" for grpo, "pair" for dpo, "completion" for sft).
@@ -78,7 +82,9 @@ class RestDataStats:
 def _check_unique_keys(table: pa.Table, name: str) -> None:
     unique = table.group_by(list(KEYS)).aggregate([]).num_rows
     if unique != table.num_rows:
-        raise ValueError(f"{name}: {table.num_rows - unique} duplicate (problem_id, sample_idx)")
+        raise ValueError(
+            f"{name}: {table.num_rows - unique} duplicate (domain, problem_id, sample_idx)"
+        )
 
 
 def _require_columns(table: pa.Table, columns: Sequence[str], name: str) -> None:
@@ -88,8 +94,8 @@ def _require_columns(table: pa.Table, columns: Sequence[str], name: str) -> None
 
 
 def join_samples(completions: pa.Table, verdicts: pa.Table) -> pa.Table:
-    """Completions with their verdict's reward, strict and status, joined on (problem_id,
-    sample_idx) and sorted by those keys.
+    """Completions with their verdict's reward, strict and status, joined on (domain,
+    problem_id, sample_idx) and sorted by those keys.
 
     Raises ValueError when a completion has no verdict (it would silently vanish from the
     training data) or when either table repeats a key. Verdicts without a completion are
@@ -111,38 +117,38 @@ def join_samples(completions: pa.Table, verdicts: pa.Table) -> pa.Table:
     return joined.select(order).sort_by([(k, "ascending") for k in KEYS])
 
 
-def group_samples(samples: pa.Table) -> dict[str, list[Sample]]:
-    """Samples per problem_id, each list sorted by sample_idx (problem ids in sorted order)."""
+def group_samples(samples: pa.Table) -> dict[ProblemKey, list[Sample]]:
+    """Samples per (domain, problem_id), each list sorted by sample_idx (keys in sorted order)."""
     _require_columns(samples, SAMPLE_COLUMNS, "samples")
     _check_unique_keys(samples, "samples")
     if samples["reward"].null_count:
         raise ValueError(f"samples: {samples['reward'].null_count} rows have a null reward")
     ordered = samples.select(list(SAMPLE_COLUMNS)).sort_by([(k, "ascending") for k in KEYS])
-    groups: dict[str, list[Sample]] = {}
+    groups: dict[ProblemKey, list[Sample]] = {}
     for row in ordered.to_pylist():
+        key = (row["domain"], row["problem_id"])
         sample = Sample(int(row["sample_idx"]), row["code"] or "", float(row["reward"]))
         if math.isnan(sample.reward):  # NaN would pass `std < threshold` unnoticed
-            raise ValueError(f"samples: reward of {row['problem_id']}/{sample.sample_idx} is NaN")
-        groups.setdefault(row["problem_id"], []).append(sample)
+            raise ValueError(f"samples: reward of {'/'.join(key)}/{sample.sample_idx} is NaN")
+        groups.setdefault(key, []).append(sample)
     return groups
 
 
-def _problems_by_id(
-    problems: Sequence[Problem], groups: dict[str, list[Sample]]
-) -> dict[str, Problem]:
-    by_id: dict[str, Problem] = {}
-    for problem in problems:
-        if problem.problem_id in by_id:
-            raise ValueError(f"problem_id {problem.problem_id!r} appears twice in problems")
-        by_id[problem.problem_id] = problem
-    unknown = sorted(set(groups) - set(by_id))
+def _problems_by_key(
+    problems: Sequence[Problem], groups: dict[ProblemKey, list[Sample]]
+) -> dict[ProblemKey, Problem]:
+    """Problems by (domain, problem_id) in sorted order; a repeated key or samples of an
+    unknown problem are errors."""
+    by_key = index_problems(problems)
+    unknown = sorted(set(groups) - set(by_key))
     if unknown:
-        raise ValueError(f"samples of {len(unknown)} unknown problems, e.g. {unknown[:5]}")
-    return dict(sorted(by_id.items()))
+        examples = ["/".join(key) for key in unknown[:5]]
+        raise ValueError(f"samples of {len(unknown)} unknown problems, e.g. {examples}")
+    return dict(sorted(by_key.items()))
 
 
 # ---------------------------------------------------------------------------------------------
-# The ReST filter and prefix sampling (formulas of DESIGN.md step 3)
+# The ReST filter, the best sample and prefix sampling (REFERENCE.md section 3)
 
 
 def reward_std(samples: Sequence[Sample]) -> float:
@@ -151,23 +157,28 @@ def reward_std(samples: Sequence[Sample]) -> float:
 
 
 def best_sample(samples: Sequence[Sample]) -> Sample:
-    """The sample with the highest reward; ties go to the lowest sample_idx."""
+    """The first sample (by sample_idx) with the highest reward."""
     return min(samples, key=lambda s: (-s.reward, s.sample_idx))
 
 
-def worst_sample(samples: Sequence[Sample]) -> Sample:
-    """The sample with the lowest reward; ties go to the lowest sample_idx."""
-    return min(samples, key=lambda s: (s.reward, s.sample_idx))
+def preference_pair(samples: Sequence[Sample]) -> tuple[Sample, Sample] | None:
+    """(chosen, rejected) of DPO, or None when all rewards are equal.
+
+    The samples sorted by reward (stable, so in sample_idx order among equals): chosen is the
+    last of that list (the highest reward, the latest sample among ties), rejected the first
+    (the lowest reward, the earliest sample among ties).
+    """
+    ranked = sorted(sorted(samples, key=lambda s: s.sample_idx), key=lambda s: s.reward)
+    if not ranked or ranked[0].reward >= ranked[-1].reward:
+        return None
+    return ranked[-1], ranked[0]
 
 
 def line_prefixes(code: str) -> list[str]:
-    """Candidate prefixes p_k = "".join(lines[:k]) for k = 1 .. L-1 (lines keep their ends).
-
-    Only proper prefixes: the whole solution (k = L) would leave nothing to generate. If
-    init_code does not end in a newline, lines[0] finishes init_code's last line.
-    """
-    lines = code.splitlines(keepends=True)
-    return ["".join(lines[:k]) for k in range(1, len(lines))]
+    """The L prefixes of a solution of L lines: `lines = code.rstrip().split("\\n")`, prefix k
+    is lines[:k] each followed by "\\n" (k = 1 .. L; the last one is the whole solution)."""
+    lines = code.rstrip().split("\n")
+    return ["".join(line + "\n" for line in lines[:k]) for k in range(1, len(lines) + 1)]
 
 
 def prefix_count(n_sample: int | float, candidates: int) -> int:
@@ -179,33 +190,31 @@ def prefix_count(n_sample: int | float, candidates: int) -> int:
     return math.ceil(n_sample * candidates)
 
 
-def problem_rng(seed: int, problem_id: str) -> random.Random:
-    """A `random.Random` seeded from sha256(f"{seed}:{problem_id}") (stable, unlike hash())."""
-    digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
+def problem_rng(seed: int, domain: str, problem_id: str) -> random.Random:
+    """A `random.Random` seeded from sha256(f"{seed}:{domain}:{problem_id}") (stable, unlike
+    hash())."""
+    digest = hashlib.sha256(f"{seed}:{domain}:{problem_id}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def sample_prefix_lengths(
     candidates: int, count: int, alpha: float, rng: random.Random
 ) -> list[int]:
-    """`count` prefix lengths k in 1..candidates, drawn with replacement, P(k) ∝ alpha**k.
+    """`count` prefix lengths k in 1..candidates, drawn with replacement, P(k) ∝ alpha**(k-1).
 
-    The draw is `rng.choices(range(1, candidates + 1), weights=[alpha**k ...], k=count)`,
+    The draw is `rng.choices(range(1, candidates + 1), weights=[alpha**(k - 1) ...], k=count)`,
     returned in draw order.
     """
     ks = range(1, candidates + 1)
-    return rng.choices(ks, weights=[alpha**k for k in ks], k=count)
+    return rng.choices(ks, weights=[alpha ** (k - 1) for k in ks], k=count)
 
 
-def chosen_prefix_lengths(lines: int, problem_id: str, config: RestDataConfig) -> list[int]:
-    """The k of every prefix row for a best solution of `lines` lines (L - 1 candidates)."""
-    candidates = max(lines - 1, 0)
+def chosen_prefix_lengths(candidates: int, key: ProblemKey, config: RestDataConfig) -> list[int]:
+    """The k of every prefix row of an accepted problem with `candidates` (= L) prefixes."""
     if config.extract_all_lines:
         return list(range(1, candidates + 1))
-    if not config.keeps_prefixes:
-        return []
     count = prefix_count(config.n_sample, candidates)
-    rng = problem_rng(config.seed, problem_id)
+    rng = problem_rng(config.seed, *key)
     return sample_prefix_lengths(candidates, count, config.alpha, rng)
 
 
@@ -231,16 +240,19 @@ def build_grpo_data(
     config: RestDataConfig,
     tokenizer: ChatTokenizer | None = None,
 ) -> tuple[pa.Table, RestDataStats]:
-    """ReST-GRPO rows: per kept problem a base row, then its prefix rows in draw order."""
+    """ReST-GRPO rows: per kept problem a base row, then its prefix rows in draw order.
+
+    Basic mode (`config.basic_mode`): a base row for every problem with samples, nothing else.
+    """
     groups = group_samples(samples)
-    by_id = _problems_by_id(problems, groups)
-    stats = RestDataStats(mode="grpo", problems=len(by_id), problems_seen=len(groups))
+    by_key = _problems_by_key(problems, groups)
+    stats = RestDataStats(mode="grpo", problems=len(by_key), problems_seen=len(groups))
     rows: list[dict[str, Any]] = []
-    for problem_id, problem in by_id.items():
-        group = groups.get(problem_id)
+    for key, problem in by_key.items():
+        group = groups.get(key)
         if not group:
             continue
-        if reward_std(group) < config.std_accept_threshold:
+        if not config.basic_mode and reward_std(group) < config.std_accept_threshold:
             stats.dropped_zero_variance += 1
             continue
         stats.problems_kept += 1
@@ -250,11 +262,19 @@ def build_grpo_data(
         if best.reward < config.completion_accept_threshold:
             continue
         stats.accepted_best += 1
-        lines = best.code.splitlines(keepends=True)
-        for k in chosen_prefix_lengths(len(lines), problem_id, config):
-            rows.append(_grpo_row(problem, prompt, "".join(lines[:k]), k))
+        if config.basic_mode:
+            continue
+        prefixes = line_prefixes(best.code)
+        for k in chosen_prefix_lengths(len(prefixes), key, config):
+            rows.append(_grpo_row(problem, prompt, prefixes[k - 1], k))
     stats.rows_by_source = _count_sources(rows, ("base", "prefix"))
     return pa.Table.from_pylist(rows, schema=GRPO_DATA), stats
+
+
+def _closed(problem: Problem, code: str, prompt: str, config: RestDataConfig) -> str:
+    """The sample with the stop that closes its reply appended."""
+    read = prompt if config.ds1000_closing_from_formatted_prompt else None
+    return code + closing_stop(problem, read)
 
 
 def build_dpo_data(
@@ -263,35 +283,37 @@ def build_dpo_data(
     config: RestDataConfig,
     tokenizer: ChatTokenizer | None = None,
 ) -> tuple[pa.Table, RestDataStats]:
-    """One pair per problem: chosen = best completion, rejected = worst, when rewards differ.
+    """One pair per problem whose rewards differ (`preference_pair`).
 
-    `chosen` / `rejected` are completion codes (continuations), not full programs: the prompt
-    already ends with the reply prefix holding init_code, as in every other mode.
+    `chosen` / `rejected` are samples (continuations of the prompt, which ends with the reply
+    prefix holding init_code) with their closing stop appended (`closing_stop`).
     """
     groups = group_samples(samples)
-    by_id = _problems_by_id(problems, groups)
-    stats = RestDataStats(mode="dpo", problems=len(by_id), problems_seen=len(groups))
+    by_key = _problems_by_key(problems, groups)
+    stats = RestDataStats(mode="dpo", problems=len(by_key), problems_seen=len(groups))
     rows: list[dict[str, Any]] = []
-    for problem_id, problem in by_id.items():
-        group = groups.get(problem_id)
+    for key, problem in by_key.items():
+        group = groups.get(key)
         if not group:
             continue
-        best, worst = best_sample(group), worst_sample(group)
-        if best.reward >= config.completion_accept_threshold:
+        if best_sample(group).reward >= config.completion_accept_threshold:
             stats.accepted_best += 1
-        if best.reward == worst.reward:
+        pair = preference_pair(group)
+        if pair is None:
             stats.dropped_zero_variance += 1
             continue
+        chosen, rejected = pair
         stats.problems_kept += 1
+        prompt = format_prompt(problem, tokenizer)
         rows.append(
             {
-                "problem_id": problem_id,
+                "problem_id": problem.problem_id,
                 "domain": problem.domain,
-                "prompt": format_prompt(problem, tokenizer),
-                "chosen": best.code,
-                "rejected": worst.code,
-                "chosen_reward": best.reward,
-                "rejected_reward": worst.reward,
+                "prompt": prompt,
+                "chosen": _closed(problem, chosen.code, prompt, config),
+                "rejected": _closed(problem, rejected.code, prompt, config),
+                "chosen_reward": chosen.reward,
+                "rejected_reward": rejected.reward,
             }
         )
     stats.rows_by_source = {"pair": len(rows)}
@@ -304,15 +326,15 @@ def build_sft_data(
     config: RestDataConfig,
     tokenizer: ChatTokenizer | None = None,
 ) -> tuple[pa.Table, RestDataStats]:
-    """Every completion with reward >= completion_accept_threshold, in (problem_id, sample_idx)
-    order; `completion` is the code that continues the prompt."""
+    """Every sample with reward >= completion_accept_threshold, in (domain, problem_id,
+    sample_idx) order; `completion` is the sample with its closing stop appended."""
     groups = group_samples(samples)
-    by_id = _problems_by_id(problems, groups)
-    stats = RestDataStats(mode="sft", problems=len(by_id), problems_seen=len(groups))
+    by_key = _problems_by_key(problems, groups)
+    stats = RestDataStats(mode="sft", problems=len(by_key), problems_seen=len(groups))
     rows: list[dict[str, Any]] = []
-    for problem_id, problem in by_id.items():
+    for key, problem in by_key.items():
         accepted = [
-            s for s in groups.get(problem_id, []) if s.reward >= config.completion_accept_threshold
+            s for s in groups.get(key, []) if s.reward >= config.completion_accept_threshold
         ]
         if not accepted:
             continue
@@ -322,10 +344,10 @@ def build_sft_data(
         for sample in accepted:
             rows.append(
                 {
-                    "problem_id": problem_id,
+                    "problem_id": problem.problem_id,
                     "domain": problem.domain,
                     "prompt": prompt,
-                    "completion": sample.code,
+                    "completion": _closed(problem, sample.code, prompt, config),
                     "reward": sample.reward,
                 }
             )
