@@ -2,9 +2,12 @@
 
     trees = run_mcts(problems, generator, tokenizer, verifier, MCTSConfig())          # train
     nodes, completions = trees_to_tables(trees)
-    rows = value_data(trees, problems, tokenizer)                                     # VM data
+    rows = value_data(trees, problems)                                                # VM data
     trees = run_mcts(problems, generator, tokenizer, value_model, MCTSConfig.test_phase())
     answer = best_completion(trees[0])                                                # VM-MCTS
+
+The tokenizer only formats the generation prompts; the value model scores (problem.prompt,
+full state) pairs.
 """
 
 from restrl.search.mcts import (
@@ -17,6 +20,7 @@ from restrl.search.mcts import (
     run_mcts,
     run_mcts_sequential,
     split_action,
+    tie_seed,
 )
 from restrl.search.tables import (
     MCTS_COMPLETIONS,
@@ -41,6 +45,7 @@ __all__ = [
     "run_mcts_sequential",
     "split_action",
     "tables_to_trees",
+    "tie_seed",
     "trees_to_tables",
     "value_data",
 ]

@@ -6,39 +6,50 @@ program (a terminal action). One iteration on one tree:
 
 1. select:        from the root, step to the visible child with the highest UCT score
                       V + c * sqrt((1 + ln N_parent) / (eps + n))
-                  until the node is not expanded: that is the leaf;
-2. expand:        sample `num_sample` continuations of the leaf's state; each sample's first line
-                  is an action (identical actions merge into one child) and its full program
-                  (state + sample) is stored on the leaf as a completion; if the leaf has more than
-                  `num_decision` children, only the `num_decision` best by V stay visible;
-3. rollout:       train phase: verify the leaf's completions; the rollout is one visit and the
-                  reward per distinct completion. Test phase: the value model scores every new
-                  child's state (its prior; one visit per sample that chose it, as in the seed)
-                  and every completion; the rollout is the new children's visits and values.
-                  A terminal leaf is not expanded: its rollout is one visit with its program's
-                  value (verifier reward, or score);
+                  (ties broken at random) until the node is not expanded: that is the leaf;
+2. expand:        sample `num_sample` continuations of the leaf's state. Each sample is
+                  rstrip()ed; with no newline left it is a terminal action `sample + "\\n"`,
+                  else its action is its first line + "\\n". Identical actions merge into one
+                  child, which keeps the first sample's terminal flag. EVERY sample's full program
+                  `state + sample + "\\n"` is stored on the leaf as a completion, duplicates too.
+                  Test phase: a new child's V is the value model's VM(q, state), counted as one
+                  visit, and each further sample that chose it adds a visit with that V.
+                  If the leaf has more than `num_decision` children, only the `num_decision`
+                  best by V stay visible;
+3. rollout:       train phase: verify every completion of the leaf: as many visits as samples,
+                  their rewards summed (a duplicate counts each time). Test phase: the value
+                  model scores the completions (the candidates for the answer) and the rollout
+                  is the children's visits and value sums. A terminal leaf is not expanded: the
+                  first time, one visit with its program's value (verifier reward, or VM score);
+                  once visited, one visit with its V;
 4. backpropagate: add the rollout's visits and summed value to the leaf and all its ancestors.
 
-V = value_sum / visits; a node never visited has V = its prior (test phase), else 0. Ties in the
-UCT score and in the visibility ranking go to the child created first, so a search is a function
-of its samples.
+V = value_sum / visits (0 for a node never visited). The search stops at `iteration_limit`
+iterations per tree, or, only without one, when the tree's clock reaches `time_limit`.
 
 Lockstep batching: `run_mcts` advances every problem's tree by one iteration at a time, so one
-iteration costs ONE `generate` call for the selected leaves of all trees and ONE verify (or
-score) call for every new program across trees. `run_mcts_sequential` runs the same code on one
-tree after another. With a generator whose samples depend on the prompt only (scripted, greedy,
-or seeded per prompt), both return identical trees.
+iteration costs ONE `generate` call for the selected leaves of all trees (one per stop-string
+set when a batch mixes domains with different stops) and ONE verify (or score) call for every
+new text across trees. `run_mcts_sequential` runs the same code on one tree after another. With
+a generator whose samples depend on the prompt only (scripted, greedy, or seeded per prompt),
+both return identical trees: tie-breaking draws depend on the tree alone (`tie_seed`).
 
-Seeds: the generate call of iteration i gets `call_seed(config.seed, problem_ids, i)`, a hash of
-the config seed, the ids of the problems whose leaves the call expands (in order) and i. In a
-sequential search a call holds one problem, so every (problem, iteration) has its own seed; a
-lockstep call holds many, so backends that seed per call (transformers, vLLM) draw other samples
-in the two modes, by design of those backends, not of the search.
+Time: each tree keeps its own clock, charged with its share of every iteration it takes part
+in: the generate calls split over the prompts in them, the verify/score call split over the
+texts each tree sent, the rest split evenly. A batch of K problems thus spends about
+K x `time_limit` seconds, as K searches one after the other would, and a tree that stops frees
+the batch for the others.
+
+Seeds: a generate call of iteration i gets `call_seed(config.seed, keys, i)`, a hash of the
+config seed, the (domain, problem_id) keys of the problems whose leaves it expands (in order)
+and i. In a sequential search a call holds one problem, so every (problem, iteration) has its
+own seed; a lockstep call holds many, so backends that seed per call (transformers, vLLM) draw
+other samples in the two modes, by design of those backends, not of the search.
 
 Values are cached per tree: a program (or, in the test phase, a state) is verified or scored
-once, and a repeat (the same program sampled at another node, a terminal child whose state is
-its parent's completion) reuses the value. Verification and scoring are taken to be
-deterministic, as they are for the test-based domains.
+once, and a repeat (the same program sampled again, a terminal child whose state is its
+parent's completion) reuses the value; every repeat still counts in the visits and sums.
+Verification and scoring are taken to be deterministic, as they are for the test-based domains.
 """
 
 from __future__ import annotations
@@ -46,18 +57,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
 from restrl.generation import GenerationConfig, Generator
-from restrl.problems.model import Problem
+from restrl.problems.model import Problem, ProblemKey
 from restrl.prompts import format_prompt, postprocess, stop_strings
 from restrl.scoring import Scorer
 
 Phase = Literal["train", "test"]
 PHASES: tuple[str, ...] = ("train", "test")
+Clock = Callable[[], float]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -69,16 +82,18 @@ class MCTSConfig:
 
     Parameters that bound the search:
         iteration_limit (int | None, 100): iterations per tree (one iteration = select, expand,
-            rollout, backpropagate); the seed's training runs use 100.
-        time_limit (float | None, None): seconds of wall time per tree; the search stops at
-            whichever limit comes first. In `run_mcts` the trees run side by side, so each gets
-            the same wall-clock budget from the start of the call.
+            rollout, backpropagate); the seed's training runs use 100. When set, it alone
+            bounds the search and `time_limit` is ignored, as in the seed.
+        time_limit (float | None, None): seconds of search per problem, used only when
+            `iteration_limit` is None. Each tree has its own clock (its share of the batched
+            calls, see the module docstring), so lockstep batching does not shrink a problem's
+            budget.
 
     Parameters of the tree:
         num_sample (int, 5): continuations sampled when a leaf is expanded; they give its
-            children and its stored completions.
+            children and its stored completions (one per sample).
         num_decision (int, 5): most visible children per node; the rest (lowest V) are never
-            selected. 5 as in the seed's README commands.
+            selected. 5 as in the seed's README commands (its script's default is 3).
         exploration_constant (float, 0.2): c in the UCT score; 0.2 for collecting value targets,
             0.1 for VM-MCTS decoding (see `MCTSConfig.test_phase`), as in the seed.
         eps (float, 0.1): keeps the UCT exploration term finite for unvisited children.
@@ -87,12 +102,14 @@ class MCTSConfig:
         temperature (float, 0.7), top_p (float, 1.0): the sampling distribution; diverse samples
             make a wider tree.
         max_tokens (int, 1024): most new tokens per sample.
-        seed (int, 0): base of the per-call generation seeds (see `call_seed`).
+        seed (int, 0): base of the per-call generation seeds (`call_seed`) and of the random
+            tie-breaking in UCT selection (`tie_seed`): the same seed gives the same search.
 
     Parameter that chooses the value source:
         phase ("train" | "test", "train"): "train" verifies completions in the sandbox (value
             targets for the VM, DESIGN step 5); "test" uses a `Scorer` (the trained VM) as a
-            process reward model and answers with the best-scored completion (DESIGN step 8).
+            process reward model, VM(problem text, state), and answers with the best-scored
+            completion (DESIGN step 8).
     """
 
     iteration_limit: int | None = 100
@@ -111,7 +128,7 @@ class MCTSConfig:
         if self.phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
         if self.iteration_limit is None and self.time_limit is None:
-            raise ValueError("set iteration_limit or time_limit (or both)")
+            raise ValueError("set iteration_limit or time_limit")
         if self.iteration_limit is not None and self.iteration_limit < 0:
             raise ValueError(f"iteration_limit must be >= 0, got {self.iteration_limit}")
         if self.time_limit is not None and self.time_limit < 0:
@@ -136,7 +153,8 @@ class MCTSConfig:
 
 @dataclass
 class Completion:
-    """A sample's full program (node state + sample), stored on the node it was sampled from.
+    """A sample's full program (node state + sample.rstrip() + "\\n"), stored on the node it was
+    sampled from, one per sample.
 
     reward: the verifier's reward (train phase) or the scorer's score (test phase); None until
     valued. verified: whether `reward` came from the verifier.
@@ -150,7 +168,7 @@ class Completion:
 @dataclass
 class Node:
     """One state of the search. `parent_id` is -1 for the root; `children` are node ids in the
-    order they were created; `prior` is the scorer's value of the state (test phase only)."""
+    order they were created; `prior` is the scorer's VM(q, state) (test phase only)."""
 
     node_id: int
     parent_id: int
@@ -178,6 +196,7 @@ class Node:
 class Tree:
     """The search tree of one problem; `nodes[i].node_id == i` and `nodes[0]` is the root."""
 
+    domain: str
     problem_id: str
     nodes: list[Node]
     # Values already known for this problem, by program or state text (see the module docstring).
@@ -186,7 +205,12 @@ class Tree:
     @classmethod
     def new(cls, problem: Problem) -> Tree:
         root = Node(node_id=0, parent_id=-1, depth=0, action="", state=problem.init_code)
-        return cls(problem.problem_id, [root])
+        return cls(problem.domain, problem.problem_id, [root])
+
+    @property
+    def key(self) -> ProblemKey:
+        """(domain, problem_id), the problem's identity."""
+        return (self.domain, self.problem_id)
 
     @property
     def root(self) -> Node:
@@ -202,6 +226,14 @@ class Tree:
 
     def children(self, node: Node) -> list[Node]:
         return [self.nodes[i] for i in node.children]
+
+    def preorder(self) -> Iterator[Node]:
+        """The nodes depth first, each before its children (in creation order)."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(self.children(node)))
 
     def add_child(self, parent: Node, action: str, terminal: bool) -> Node:
         child = Node(node_id=len(self.nodes), parent_id=parent.node_id, depth=parent.depth + 1,
@@ -221,10 +253,24 @@ def uct(child: Node, parent_visits: int, config: MCTSConfig) -> float:
     return child.value + config.exploration_constant * explore
 
 
+def tie_seed(seed: int, tree: Tree, node: Node) -> int:
+    """The seed of the draw that breaks a UCT tie among `node`'s children: a hash of the config
+    seed, the problem and (node, its visits). A node's visits grow at every pass, so each
+    selection step draws afresh, while the draw depends on nothing outside the tree: lockstep,
+    sequential and resumed searches break ties alike, and no random state needs saving."""
+    key = json.dumps([seed, tree.domain, tree.problem_id, node.node_id, node.visits])
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
 def best_child(tree: Tree, node: Node, config: MCTSConfig) -> Node:
-    """The visible child with the highest UCT score (the first created on a tie)."""
+    """The visible child with the highest UCT score; a tie is broken at random (`tie_seed`)."""
     visible = [child for child in tree.children(node) if child.visible]
-    return max(visible, key=lambda child: uct(child, node.visits, config))
+    scores = [uct(child, node.visits, config) for child in visible]
+    top = max(scores)
+    best = [child for child, score in zip(visible, scores, strict=True) if score == top]
+    if len(best) == 1:
+        return best[0]
+    return random.Random(tie_seed(config.seed, tree, node)).choice(best)
 
 
 def select(tree: Tree, config: MCTSConfig) -> Node:
@@ -235,36 +281,30 @@ def select(tree: Tree, config: MCTSConfig) -> Node:
     return node
 
 
-def split_action(sample: str, finished: bool) -> tuple[str, bool]:
-    """(action, terminal) of one sample: its first line with the "\\n", or the whole sample as a
-    terminal action when it has no newline, or when it finished (stop string or EOS) with
-    nothing but whitespace after its first line."""
-    line, newline, rest = sample.partition("\n")
-    if not newline or (finished and not rest.strip()):
-        return sample, True
-    return line + newline, False
+def split_action(sample: str) -> tuple[str, bool]:
+    """(action, terminal) of one sample: rstrip()ed, a sample with no newline left is a
+    terminal action `sample + "\\n"`; otherwise the action is its first line + "\\n"."""
+    text = sample.rstrip()
+    line, newline, _ = text.partition("\n")
+    return line + "\n", not newline
 
 
-def expand(tree: Tree, leaf: Node, samples: Sequence[tuple[str, bool]]) -> list[tuple[Node, int]]:
-    """Step 2: the leaf's children from its (sample text, finished) pairs, each with the number
-    of samples that chose it; every distinct program state + sample is stored on the leaf.
-
-    A merged action is terminal only if every sample that chose it ended there: a child that
-    some sample continues past stays expandable.
-    """
-    counts: dict[str, int] = {}
-    terminal: dict[str, bool] = {}
-    programs = {c.program for c in leaf.completions}
-    for text, finished in samples:
-        action, ends = split_action(text, finished)
-        counts[action] = counts.get(action, 0) + 1
-        terminal[action] = terminal.get(action, True) and ends
-        program = leaf.state + text
-        if program not in programs:
-            programs.add(program)
-            leaf.completions.append(Completion(program))
+def expand(tree: Tree, leaf: Node, samples: Sequence[str]) -> list[tuple[Node, int]]:
+    """Step 2: the leaf's children from its samples, each with the number of samples that chose
+    it. Every sample's program `state + sample.rstrip() + "\\n"` is stored on the leaf (for a
+    terminal action that is the child's state). A merged action keeps the first sample's
+    terminal flag."""
+    children: dict[str, tuple[Node, int]] = {}
+    for sample in samples:
+        action, terminal = split_action(sample)
+        leaf.completions.append(Completion(leaf.state + sample.rstrip() + "\n"))
+        if action in children:
+            child, count = children[action]
+            children[action] = (child, count + 1)
+        else:
+            children[action] = (tree.add_child(leaf, action, terminal), 1)
     leaf.expanded = True
-    return [(tree.add_child(leaf, action, terminal[action]), n) for action, n in counts.items()]
+    return list(children.values())
 
 
 def hide_extra_children(tree: Tree, node: Node, num_decision: int) -> None:
@@ -274,14 +314,16 @@ def hide_extra_children(tree: Tree, node: Node, num_decision: int) -> None:
         child.visible = False
 
 
-def rollout(tree: Tree, leaf: Node, new_children: Sequence[Node], phase: str) -> tuple[int, float]:
-    """Step 3: (visits, summed value) the leaf's iteration adds; its values are already known."""
+def rollout(tree: Tree, leaf: Node, visited: bool, phase: str) -> tuple[int, float]:
+    """Step 3: (visits, summed value) the leaf's iteration adds; its values are already known.
+    `visited`: whether the leaf had visits when it was selected."""
     if leaf.terminal:
-        return 1, tree.known[leaf.state]
+        return 1, leaf.value if visited else tree.known[leaf.state]
     if phase == "train":
-        rewards = [c.reward for c in leaf.completions if c.reward is not None]
+        rewards = [cast(float, c.reward) for c in leaf.completions]
         return len(rewards), sum(rewards)
-    return sum(c.visits for c in new_children), sum(c.value_sum for c in new_children)
+    children = tree.children(leaf)
+    return sum(c.visits for c in children), sum(c.value_sum for c in children)
 
 
 def backpropagate(tree: Tree, node: Node, visits: int, value: float) -> None:
@@ -318,49 +360,57 @@ class ProgramVerifier(Protocol):
 
 @dataclass
 class _Search:
-    """One problem's search in progress: its formatted prompt and its tree."""
+    """One problem's search in progress: its formatted prompt, its tree, and its clock (seconds
+    charged to it so far, see the module docstring)."""
 
     problem: Problem
     prompt: str
     tree: Tree
+    iterations: int = 0
+    seconds: float = 0.0
 
 
-def call_seed(seed: int, problem_ids: Sequence[str], iteration: int) -> int:
-    """The generation seed of one call: a hash of (config seed, problem ids, iteration), < 2**31
-    so that every backend accepts it."""
-    key = json.dumps([seed, list(problem_ids), iteration])
+def call_seed(seed: int, keys: Sequence[ProblemKey], iteration: int) -> int:
+    """The generation seed of one call: a hash of (config seed, the (domain, problem_id) keys
+    of the call's problems, iteration), < 2**31 so that every backend accepts it."""
+    key = json.dumps([seed, [list(k) for k in keys], iteration])
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 2**31
 
 
 def run_mcts(problems: Sequence[Problem], generator: Generator, tokenizer: Any,
-             evaluator: ProgramVerifier | Scorer, config: MCTSConfig | None = None) -> list[Tree]:
+             evaluator: ProgramVerifier | Scorer, config: MCTSConfig | None = None, *,
+             clock: Clock = time.perf_counter) -> list[Tree]:
     """Search a tree per problem, all trees in lockstep: one generate call and one verify (train
-    phase, `evaluator` is a Verifier) or score (test phase, a Scorer) call per iteration."""
+    phase, `evaluator` is a Verifier) or score (test phase, a Scorer) call per iteration.
+    `clock` measures the time limit (a fake clock makes it testable)."""
     config = config or MCTSConfig()
     _check_evaluator(evaluator, config.phase)
-    ids = [p.problem_id for p in problems]
-    if len(set(ids)) != len(ids):
-        raise ValueError("problem ids must be unique: trees are recorded by problem id")
+    keys = [p.key for p in problems]
+    if len(set(keys)) != len(keys):
+        raise ValueError("problems must be unique by (domain, problem_id): trees are recorded "
+                         "by that key")
     searches = [_Search(p, format_prompt(p, tokenizer), Tree.new(p)) for p in problems]
-    start = time.monotonic()
     iteration = 0
-    while searches and not _limit_reached(config, iteration, start):
-        _iterate(searches, generator, evaluator, config, iteration)
+    while active := [s for s in searches if not _limit_reached(config, s)]:
+        _iterate(active, generator, evaluator, config, iteration, clock)
         iteration += 1
     return [search.tree for search in searches]
 
 
 def run_mcts_sequential(problems: Sequence[Problem], generator: Generator, tokenizer: Any,
-                        evaluator: ProgramVerifier | Scorer,
-                        config: MCTSConfig | None = None) -> list[Tree]:
+                        evaluator: ProgramVerifier | Scorer, config: MCTSConfig | None = None,
+                        *, clock: Clock = time.perf_counter) -> list[Tree]:
     """The same search, one tree after the other (the baseline that lockstep batching beats)."""
-    return [run_mcts([p], generator, tokenizer, evaluator, config)[0] for p in problems]
+    return [run_mcts([p], generator, tokenizer, evaluator, config, clock=clock)[0]
+            for p in problems]
 
 
-def _limit_reached(config: MCTSConfig, iteration: int, start: float) -> bool:
-    if config.iteration_limit is not None and iteration >= config.iteration_limit:
-        return True
-    return config.time_limit is not None and time.monotonic() - start >= config.time_limit
+def _limit_reached(config: MCTSConfig, search: _Search) -> bool:
+    """The iteration limit when there is one (it wins over the time limit), else the time limit
+    on the tree's own clock."""
+    if config.iteration_limit is not None:
+        return search.iterations >= config.iteration_limit
+    return search.seconds >= cast(float, config.time_limit)
 
 
 def _check_evaluator(evaluator: object, phase: str) -> None:
@@ -372,65 +422,81 @@ def _check_evaluator(evaluator: object, phase: str) -> None:
 
 
 def _iterate(searches: Sequence[_Search], generator: Generator,
-             evaluator: ProgramVerifier | Scorer, config: MCTSConfig, iteration: int) -> None:
+             evaluator: ProgramVerifier | Scorer, config: MCTSConfig, iteration: int,
+             clock: Clock = time.perf_counter) -> None:
     """One iteration on every tree: select, expand (one generate call), value (one verify or
-    score call), then rollout and backpropagate."""
+    score call), then rollout and backpropagate; each tree's clock is charged its share."""
+    start = clock()
     leaves = [select(search.tree, config) for search in searches]
+    visited = [leaf.visits > 0 for leaf in leaves]
     expanding = [i for i, leaf in enumerate(leaves) if not leaf.terminal]
+    generate_start = clock()
     samples = _sample([searches[i] for i in expanding], [leaves[i] for i in expanding],
                       generator, config, iteration)
-    new_children: dict[int, list[tuple[Node, int]]] = {
-        i: expand(searches[i].tree, leaves[i], rows)
-        for i, rows in zip(expanding, samples, strict=True)
-    }
-    _value(searches, leaves, new_children, evaluator, config.phase)
+    generate_s = clock() - generate_start
+    new_children = {i: expand(searches[i].tree, leaves[i], rows)
+                    for i, rows in zip(expanding, samples, strict=True)}
+
+    evaluate_start = clock()
+    sent = _value(searches, leaves, visited, new_children, evaluator, config.phase)
+    evaluate_s = clock() - evaluate_start
+
     for i, (search, leaf) in enumerate(zip(searches, leaves, strict=True)):
-        children = [child for child, _ in new_children.get(i, [])]
         if not leaf.terminal:
             hide_extra_children(search.tree, leaf, config.num_decision)
-        visits, value = rollout(search.tree, leaf, children, config.phase)
+        visits, value = rollout(search.tree, leaf, visited[i], config.phase)
         backpropagate(search.tree, leaf, visits, value)
+        search.iterations += 1
+
+    rest_s = clock() - start - generate_s - evaluate_s
+    for i, search in enumerate(searches):
+        search.seconds += rest_s / len(searches)
+        if i in new_children:
+            search.seconds += generate_s / len(expanding)
+        if sent[i]:
+            search.seconds += evaluate_s * sent[i] / sum(sent)
 
 
 def _sample(searches: Sequence[_Search], leaves: Sequence[Node], generator: Generator,
-            config: MCTSConfig, iteration: int) -> list[list[tuple[str, bool]]]:
-    """(text, finished) of `num_sample` continuations per leaf, from one generate call. A leaf's
-    prompt is its problem's formatted prompt (ending with the reply prefix, init_code included)
-    followed by the leaf's state beyond init_code."""
-    if not searches:
-        return []
-    pairs = list(zip(searches, leaves, strict=True))
-    prompts = [search.prompt + search.tree.answer(leaf.state) for search, leaf in pairs]
-    stops = sorted({stop for s in searches for stop in stop_strings(s.problem.domain)})
-    seed = call_seed(config.seed, [s.problem.problem_id for s in searches], iteration)
-    result = generator.generate(prompts, config.generation_config(stops, seed))
-    rows = []
-    for search, samples in zip(searches, result.samples, strict=True):
-        row = []
-        for sample in samples:
+            config: MCTSConfig, iteration: int) -> list[list[str]]:
+    """`num_sample` continuations per leaf, cut at their domain's stops. A leaf's prompt is its
+    problem's formatted prompt (ending with the reply prefix, init_code included) followed by
+    the leaf's state beyond init_code. One generate call per distinct stop-string set (one call
+    unless the batch mixes domains whose stops differ)."""
+    by_stops: dict[tuple[str, ...], list[int]] = {}
+    for i, search in enumerate(searches):
+        by_stops.setdefault(tuple(stop_strings(search.problem.domain)), []).append(i)
+    rows: list[list[str]] = [[] for _ in searches]
+    for stops, members in by_stops.items():
+        prompts = [searches[i].prompt + searches[i].tree.answer(leaves[i].state) for i in members]
+        seed = call_seed(config.seed, [searches[i].problem.key for i in members], iteration)
+        result = generator.generate(prompts, config.generation_config(stops, seed))
+        for i, samples in zip(members, result.samples, strict=True):
             # The backend already cut at the stops; cutting again keeps any generator honest.
-            text, hit_stop = postprocess(sample.text, search.problem.domain)
-            row.append((text, hit_stop or sample.finish_reason == "stop"))
-        rows.append(row)
+            rows[i] = [postprocess(s.text, searches[i].problem.domain)[0] for s in samples]
     return rows
 
 
-def _value(searches: Sequence[_Search], leaves: Sequence[Node],
+def _value(searches: Sequence[_Search], leaves: Sequence[Node], visited: Sequence[bool],
            new_children: dict[int, list[tuple[Node, int]]], evaluator: ProgramVerifier | Scorer,
-           phase: str) -> None:
+           phase: str) -> list[int]:
     """Value every text this iteration needs, across all trees, in one verify or score call;
-    then write the values onto completions and (test phase) the new children."""
-    pending: list[tuple[_Search, str]] = []
+    then write the values onto completions and (test phase) the new children. Returns how many
+    texts each tree sent."""
+    pending: list[tuple[int, str]] = []
     for i, (search, leaf) in enumerate(zip(searches, leaves, strict=True)):
-        texts = [leaf.state] if leaf.terminal else [c.program for c in leaf.completions]
-        if phase == "test":
-            texts += [child.state for child, _ in new_children.get(i, [])]
-        for text in dict.fromkeys(texts):
-            if text not in search.tree.known:
-                pending.append((search, text))
-    values = _evaluate(evaluator, phase, pending) if pending else []
-    for (search, text), value in zip(pending, values, strict=True):
-        search.tree.known[text] = value
+        if leaf.terminal:
+            texts = [] if visited[i] else [leaf.state]
+        else:
+            texts = [c.program for c in leaf.completions]
+            if phase == "test":
+                texts += [child.state for child, _ in new_children[i]]
+        pending += [(i, text) for text in dict.fromkeys(texts) if text not in search.tree.known]
+    values = _evaluate(evaluator, phase, [(searches[i], t) for i, t in pending]) if pending else []
+    sent = [0] * len(searches)
+    for (i, text), value in zip(pending, values, strict=True):
+        searches[i].tree.known[text] = value
+        sent[i] += 1
 
     for i, (search, leaf) in enumerate(zip(searches, leaves, strict=True)):
         if leaf.terminal:
@@ -440,21 +506,23 @@ def _value(searches: Sequence[_Search], leaves: Sequence[Node],
             completion.reward = known[completion.program]
             completion.verified = phase == "train"
         if phase == "test":
-            # The value model acts as a PRM: a new child's prior counts as one visit per sample.
-            for child, count in new_children.get(i, []):
+            # The value model acts as a PRM: a new child counts one visit with V = VM(q, state)
+            # per sample that chose it.
+            for child, count in new_children[i]:
                 child.prior = known[child.state]
                 child.visits = count
                 child.value_sum = count * child.prior
+    return sent
 
 
 def _evaluate(evaluator: ProgramVerifier | Scorer, phase: str,
               pending: Sequence[tuple[_Search, str]]) -> list[float]:
-    """The verifier's rewards (train) or the scorer's scores (test) of (search, text) pairs."""
+    """The verifier's rewards (train) or the scorer's scores (test) of (search, text) pairs; the
+    scorer sees the raw problem text and the full state or program (init_code included)."""
     if phase == "train":
         verifier = cast(ProgramVerifier, evaluator)
         verdicts = verifier.verify([s.problem for s, _ in pending], [text for _, text in pending])
         return [float(verdict.reward) for verdict in verdicts]
     scorer = cast(Scorer, evaluator)
-    scores = scorer.score([s.prompt for s, _ in pending],
-                          [s.tree.answer(text) for s, text in pending])
+    scores = scorer.score([s.problem.prompt for s, _ in pending], [text for _, text in pending])
     return [float(score) for score in scores]

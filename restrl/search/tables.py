@@ -1,8 +1,10 @@
 """MCTS trees as tables (`mcts_nodes`, `mcts_completions`) and the VM's reward data (DESIGN.md
 steps 5-6).
 
-`trees_to_tables` and `tables_to_trees` round-trip exactly: a tree read back from Parquet
-searches on as if it had never left memory (its value cache is rebuilt from the stored values).
+`trees_to_tables` and `tables_to_trees` round-trip exactly, duplicate completions included: a
+tree read back from Parquet searches on as if it had never left memory (its value cache is
+rebuilt from the stored values; tie-breaking needs no saved random state, see `tie_seed`).
+A problem is identified by (domain, problem_id) in every table.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from restrl.problems.model import Problem
-from restrl.prompts import format_prompt
+from restrl.problems.model import Problem, ProblemKey, index_problems
 from restrl.search.mcts import Completion, Node, Tree
 
 # One tree node. `value` = value_sum / visits (prior, else 0, when never visited) is written for
 # readers; `tables_to_trees` recomputes it. `prior` is null outside the test phase.
 MCTS_NODES = pa.schema([
+    ("domain", pa.string()),
     ("problem_id", pa.string()),
     ("node_id", pa.int64()),
     ("parent_id", pa.int64()),        # -1 for the root
@@ -34,24 +36,26 @@ MCTS_NODES = pa.schema([
     ("expanded", pa.bool_()),
 ])
 
-# One completion stored on the node it was sampled from.
+# One completion stored on the node it was sampled from: one per sample, duplicates included.
 MCTS_COMPLETIONS = pa.schema([
+    ("domain", pa.string()),
     ("problem_id", pa.string()),
     ("node_id", pa.int64()),
     ("completion_idx", pa.int64()),   # order on its node
-    ("program", pa.string()),         # full program: node state + sample
+    ("program", pa.string()),         # full program: node state + sample.rstrip() + "\n"
     ("answer", pa.string()),          # program without init_code
     ("reward", pa.float64()),         # train: verifier reward; test: scorer score; null: unvalued
     ("verified", pa.bool_()),         # whether reward came from the verifier
 ])
 
-# One value-model training row (DESIGN step 6).
+# One value-model training row (DESIGN step 6; REFERENCE section 5).
 VALUE_DATA = pa.schema([
-    ("prompt", pa.string()),          # formatted prompt, ending with the reply prefix
-    ("answer", pa.string()),          # state or program without init_code
-    ("reward", pa.float64()),
+    ("prompt", pa.string()),          # the raw problem text (`Problem.prompt`), not formatted
+    ("answer", pa.string()),          # full state or program, init_code included
+    ("reward", pa.float64()),         # completion: verifier reward; node state: its V
     ("source", pa.string()),          # "terminal" (completion) or "intermediate" (node state)
     ("problem_id", pa.string()),
+    ("domain", pa.string()),
 ])
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -68,7 +72,7 @@ def trees_to_tables(trees: Sequence[Tree]) -> tuple[pa.Table, pa.Table]:
     for tree in trees:
         for node in tree.nodes:
             nodes.append({
-                "problem_id": tree.problem_id, "node_id": node.node_id,
+                "domain": tree.domain, "problem_id": tree.problem_id, "node_id": node.node_id,
                 "parent_id": node.parent_id, "depth": node.depth, "action": node.action,
                 "state": node.state, "visits": node.visits, "value_sum": node.value_sum,
                 "value": node.value, "prior": node.prior, "terminal": node.terminal,
@@ -76,10 +80,10 @@ def trees_to_tables(trees: Sequence[Tree]) -> tuple[pa.Table, pa.Table]:
             })
             for idx, completion in enumerate(node.completions):
                 completions.append({
-                    "problem_id": tree.problem_id, "node_id": node.node_id,
-                    "completion_idx": idx, "program": completion.program,
-                    "answer": tree.answer(completion.program), "reward": completion.reward,
-                    "verified": completion.verified,
+                    "domain": tree.domain, "problem_id": tree.problem_id,
+                    "node_id": node.node_id, "completion_idx": idx,
+                    "program": completion.program, "answer": tree.answer(completion.program),
+                    "reward": completion.reward, "verified": completion.verified,
                 })
     return (pa.Table.from_pylist(nodes, schema=MCTS_NODES),
             pa.Table.from_pylist(completions, schema=MCTS_COMPLETIONS))
@@ -87,23 +91,23 @@ def trees_to_tables(trees: Sequence[Tree]) -> tuple[pa.Table, pa.Table]:
 
 def tables_to_trees(nodes: pa.Table, completions: pa.Table) -> list[Tree]:
     """The trees recorded in `nodes` and `completions`, in order of first appearance."""
-    trees: dict[str, Tree] = {}
-    by_problem: dict[str, list[dict[str, Any]]] = {}
+    by_problem: dict[ProblemKey, list[dict[str, Any]]] = {}
     for row in nodes.to_pylist():
-        by_problem.setdefault(row["problem_id"], []).append(row)
-    for problem_id, rows in by_problem.items():
+        by_problem.setdefault((row["domain"], row["problem_id"]), []).append(row)
+    trees: dict[ProblemKey, Tree] = {}
+    for (domain, problem_id), rows in by_problem.items():
         rows.sort(key=lambda row: row["node_id"])
         if [row["node_id"] for row in rows] != list(range(len(rows))):
-            raise ValueError(f"{problem_id}: node ids are not 0..{len(rows) - 1}")
-        tree = Tree(problem_id, [_node(row) for row in rows])
+            raise ValueError(f"{domain}/{problem_id}: node ids are not 0..{len(rows) - 1}")
+        tree = Tree(domain, problem_id, [_node(row) for row in rows])
         for node in tree.nodes[1:]:  # children in creation order = ascending node id
             tree.nodes[node.parent_id].children.append(node.node_id)
-        trees[problem_id] = tree
+        trees[tree.key] = tree
 
-    stored = sorted(completions.to_pylist(),
-                    key=lambda row: (row["problem_id"], row["node_id"], row["completion_idx"]))
+    stored = sorted(completions.to_pylist(), key=lambda row: (
+        row["domain"], row["problem_id"], row["node_id"], row["completion_idx"]))
     for row in stored:
-        node = trees[row["problem_id"]].nodes[row["node_id"]]
+        node = trees[(row["domain"], row["problem_id"])].nodes[row["node_id"]]
         node.completions.append(Completion(row["program"], row["reward"], row["verified"]))
 
     for tree in trees.values():
@@ -128,31 +132,26 @@ def _rebuild_known(tree: Tree) -> None:
                 tree.known.setdefault(completion.program, completion.reward)
 
 
-def value_data(trees: Sequence[Tree], problems: Sequence[Problem], tokenizer: Any) -> pa.Table:
-    """The VM's training rows (schema `VALUE_DATA`): every verified completion with its reward
-    ("terminal") and every expanded node's state with its mean value V ("intermediate").
+def value_data(trees: Sequence[Tree], problems: Sequence[Problem]) -> pa.Table:
+    """The VM's training rows (schema `VALUE_DATA`) from train-phase trees, as the seed builds
+    them: per tree, every verified completion with its reward ("terminal"), then every
+    expanded node's state with its V ("intermediate"), nodes depth first.
 
-    The prompt is the problem's formatted prompt; the answer is the text after init_code.
-    Identical (prompt, answer, source) rows (the same program sampled at several nodes, or in
-    two trees of the same problem) become one row whose reward is their mean, so no target
-    counts twice. Rows keep the order of first appearance.
+    prompt = the raw problem text, answer = the full program or state (init_code included),
+    exactly what the VM scores in the test phase. Duplicates stay: a program sampled k times
+    is k rows, so the targets weigh programs as the search sampled them.
     """
-    by_id = {p.problem_id: p for p in problems}
-    grouped: dict[tuple[str, str, str], tuple[str, list[float]]] = {}
+    by_key = index_problems(problems)
+    rows: list[dict[str, Any]] = []
     for tree in trees:
-        if tree.problem_id not in by_id:
-            raise KeyError(f"no problem {tree.problem_id!r} among the problems given")
-        prompt = format_prompt(by_id[tree.problem_id], tokenizer)
-        rows = [(tree.answer(c.program), c.reward, "terminal")
-                for node in tree.nodes for c in node.completions
-                if c.verified and c.reward is not None]
-        rows += [(tree.answer(node.state), node.value, "intermediate")
-                 for node in tree.nodes if node.expanded]
-        for answer, reward, source in rows:
-            grouped.setdefault((prompt, answer, source), (tree.problem_id, []))[1].append(reward)
-    return pa.Table.from_pylist(
-        [{"prompt": prompt, "answer": answer, "reward": sum(rewards) / len(rewards),
-          "source": source, "problem_id": problem_id}
-         for (prompt, answer, source), (problem_id, rewards) in grouped.items()],
-        schema=VALUE_DATA,
-    )
+        if tree.key not in by_key:
+            raise KeyError(f"no problem {tree.domain}/{tree.problem_id} among the problems given")
+        base = {"prompt": by_key[tree.key].prompt, "problem_id": tree.problem_id,
+                "domain": tree.domain}
+        nodes = list(tree.preorder())
+        rows += [{**base, "answer": c.program, "reward": c.reward, "source": "terminal"}
+                 for node in nodes for c in node.completions
+                 if c.verified and c.reward is not None]
+        rows += [{**base, "answer": node.state, "reward": node.value, "source": "intermediate"}
+                 for node in nodes if node.expanded]
+    return pa.Table.from_pylist(rows, schema=VALUE_DATA)
