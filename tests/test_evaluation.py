@@ -69,6 +69,39 @@ def test_best_of_n_keeps_the_highest_scored_sample_within_the_budget():
     assert [(b["sample_idx"], b["budget"]) for b in limited] == [(1, 2), (0, 2)]
 
 
+class RecordingScorer:
+    """Records what it is asked to score; scores a program by its length."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, questions, answers):
+        self.calls.append((list(questions), list(answers)))
+        return [float(len(a)) for a in answers]
+
+
+def test_best_of_n_scores_whole_programs_against_the_raw_problem_text():
+    from restrl.evaluation.selection import score_completions
+    from restrl.problems.model import Problem
+
+    problems = [Problem("p", "toy", "Add one to x.", "def f(x):\n", "", "f"),
+                Problem("p", "humaneval", "Double x.", "def g(x):\n", "", "g")]
+    completions = [
+        {"domain": "toy", "problem_id": "p", "sample_idx": 0, "code": "    return x+1",
+         "program": "def f(x):\n    return x+1"},
+        {"domain": "humaneval", "problem_id": "p", "sample_idx": 0, "code": "    return 2*x",
+         "program": "def g(x):\n    return 2*x"},
+        {"domain": "humaneval", "problem_id": "p", "sample_idx": 1, "code": "    return x+x+0",
+         "program": "def g(x):\n    return x+x+0"},
+    ]
+    scorer = RecordingScorer()
+    scores = score_completions(scorer, completions, problems)
+    assert scorer.calls == [(["Add one to x.", "Double x.", "Double x."],
+                             [c["program"] for c in completions])]  # one call, whole programs
+    best = choose_best_of_n(completions, scores)
+    assert [(b["domain"], b["sample_idx"]) for b in best] == [("humaneval", 1), ("toy", 0)]
+
+
 def test_prm_scoring_takes_the_worst_step_in_one_batch():
     scorer = LengthScorer()
     answers = ["good\nbad\ngood\ngood\ngood\n", "good\n"]

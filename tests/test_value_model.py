@@ -19,13 +19,13 @@ from restrl.training.value import (  # noqa: E402
     ValueModelConfig,
     ValueModelInfo,
     ValueModelScorer,
-    class_weights,
     encode_texts,
     load_value_model,
     prepare_tokenizer,
     regression_metrics,
     split_indices,
     train_value_model,
+    value_loss,
     value_text,
 )
 
@@ -33,14 +33,18 @@ GOOD = "return x + 1"
 BAD = ("return x - 1", "return x * 2", "return x + 2", "return 1 + x - 2")
 
 
+INIT = "def f(x):\n    "
+
+
 def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
-    """Reward 1.0 when the answer is `return x + 1`, else 0.0; prompts vary, answers balanced."""
+    """Reward 1.0 when the body is `return x + 1`, else 0.0; questions vary, answers balanced.
+    Like `value_data` rows: prompt = raw problem text, answer = full state (init_code too)."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         good = i % 2 == 0
-        prompt = f"# task {rng.randrange(100)}: add one\ndef f(x):\n    "
-        answer = GOOD if good else rng.choice(BAD)
+        prompt = f"Task {rng.randrange(100)}: write f(x) that adds one to x."
+        answer = INIT + (GOOD if good else rng.choice(BAD))
         rows.append({"prompt": prompt, "answer": answer, "reward": 1.0 if good else 0.0,
                      "source": "terminal"})
     return rows
@@ -89,8 +93,8 @@ def tiny_base(tmp_path_factory):
 
 def quick_config(rm_class: str, **overrides) -> ValueModelConfig:
     params = dict(rm_class=rm_class, learning_rate=1e-3, max_steps=2, batch_size_per_device=4,
-                  eval_batch_size=16, eval_fraction=0.25, save_steps=0, max_length=64,
-                  logging_steps=1)
+                  eval_batch_size=16, eval_fraction=0.25, min_eval_rows=0, save_steps=0,
+                  max_length=64, logging_steps=1)
     params.update(overrides)
     return ValueModelConfig(**params)
 
@@ -123,8 +127,9 @@ def test_trained_value_model_separates_good_from_bad_answers(trained_scalar):
     result, _ = trained_scalar
     scorer = ValueModelScorer(result.model_dir, batch_size=4, device="cpu")
     assert isinstance(scorer, Scorer)
-    prompt = "# task 7: add one\ndef f(x):\n    "
-    good, *bad = scorer.score([prompt] * 3, [GOOD, "return x * 2", "return x - 1"])
+    question = "Task 7: write f(x) that adds one to x."
+    good, *bad = scorer.score([question] * 3,
+                              [INIT + GOOD, INIT + "return x * 2", INIT + "return x - 1"])
     assert good > max(bad)
 
 
@@ -133,8 +138,8 @@ def test_scores_do_not_depend_on_batch_padding(trained_scalar):
     result, _ = trained_scalar
     scorer = ValueModelScorer(result.model_dir, batch_size=8, device="cpu")
     scorer.loaded.info = ValueModelInfo("transformers_scalar", -1e9, 1e9, 64)  # no clipping
-    prompts = ["def f(x):\n    ", "# a much longer prompt with many more tokens\n" * 2]
-    answers = [GOOD, "return x - 1"]
+    prompts = ["Task 1: add one.", "A much longer problem text with many more tokens.\n" * 2]
+    answers = [INIT + GOOD, INIT + "return x - 1"]
     together = scorer.score(prompts, answers)
     alone = [scorer.score([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
     assert together == pytest.approx(alone, abs=1e-4)
@@ -142,7 +147,7 @@ def test_scores_do_not_depend_on_batch_padding(trained_scalar):
 
 @pytest.mark.parametrize("rm_class", ["transformers_scalar", "standard_scalar",
                                       "transformers_prob"])
-def test_each_value_model_class_trains_saves_and_reloads_with_clipped_scores(
+def test_each_value_model_class_trains_saves_and_reloads(
         rm_class, tiny_base, tmp_path):
     rows = pa.Table.from_pylist(synthetic_rows(16))  # a value_data table works like dicts
     config = quick_config(rm_class, min_rw=0.25, max_rw=0.75, save_steps=0.5)
@@ -161,15 +166,17 @@ def test_each_value_model_class_trains_saves_and_reloads_with_clipped_scores(
     answers = [r["answer"] for r in synthetic_rows(7)]
     scores = scorer.score(prompts, answers)
     assert len(scores) == 7
-    assert all(0.25 <= s <= 0.75 for s in scores)
     assert scorer.score([], []) == []
 
     unclipped = load_value_model(result.model_dir, device="cpu")
     unclipped.info = ValueModelInfo(rm_class, -1e9, 1e9, 64)
     raw = unclipped.predict([value_text(p, a) for p, a in zip(prompts, answers, strict=True)])
-    assert scores == pytest.approx([min(max(r, 0.25), 0.75) for r in raw], abs=1e-5)
-    if rm_class == "transformers_prob":
+    if rm_class == "transformers_prob":  # softmax[1]: a probability, never clipped
+        assert scores == pytest.approx(raw, abs=1e-6)
         assert all(0.0 <= r <= 1.0 for r in raw)
+    else:                                # scalar classes: clipped to [min_rw, max_rw]
+        assert all(0.25 <= s <= 0.75 for s in scores)
+        assert scores == pytest.approx([min(max(r, 0.25), 0.75) for r in raw], abs=1e-5)
     assert (result.model_dir / weights).is_file()
 
 
@@ -215,26 +222,122 @@ def test_value_model_dir_without_info_file_is_rejected(tmp_path):
         ValueModelInfo.read(tmp_path)
 
 
-def test_split_is_seeded_and_keeps_both_sides_non_empty():
-    train, held = split_indices(10, 0.1, seed=3)
-    assert (len(train), len(held)) == (9, 1)
-    assert split_indices(10, 0.1, seed=3) == (train, held)
-    assert sorted(train + held) == list(range(10))
-    assert split_indices(2, 0.01, seed=0)[1] and split_indices(2, 0.99, seed=0)[0]
-    assert split_indices(5, 0.0, seed=0) == (split_indices(5, 0.0, seed=0)[0], [])
+def test_value_text_is_the_seed_input_format():
+    assert value_text("Add one.", "def f(x):\n    return x + 1") == (
+        "\n<prompt>\nAdd one.\n<answer>\ndef f(x):\n    return x + 1\n")
 
 
-def test_prob_class_weights_are_inverse_to_class_frequency():
-    assert class_weights([0.0, 0.0, 0.0, 1.0], 0.5) == [4 / 6, 2.0]
-    assert class_weights([0.9, 0.7], 0.5) == [0.0, 0.5]  # one class: its weight is moot
+def test_split_holds_out_five_percent_with_at_least_100_rows():
+    assert [len(split_indices(n, 0.05, 0, 100)[1]) for n in (4000, 1000, 201)] == [200, 100, 100]
+    assert len(split_indices(1001, 0.05, 0, 0)[1]) == 51  # int(n * 0.95) train: test rounds up
+    # Tiny data: the test split shrinks so train stays larger (the seed refuses n <= 200).
+    assert [len(split_indices(n, 0.05, 0, 100)[1]) for n in (200, 16, 3, 2)] == [99, 7, 1, 0]
+    assert split_indices(500, 0.0, 0, 100)[1] == []  # eval_fraction 0: no test split
+    train, held = split_indices(300, 0.05, 3, 100)
+    assert split_indices(300, 0.05, 3, 100) == (train, held)  # seeded
+    assert sorted(train + held) == list(range(300)) and train != sorted(train)  # shuffled
 
 
-def test_metrics_are_nan_safe_and_use_the_tolerance():
-    m = regression_metrics([0.5, 0.5, 0.5], [0.0, 0.55, 1.0], test_tol=0.1)
+def test_prob_loss_uses_soft_labels_and_class_weights():
+    import torch
+
+    logits = torch.tensor([[0.3, -1.2], [2.0, 0.5], [-0.4, 0.9]])
+    rewards = torch.tensor([0.25, 1.0, 0.6])
+    logp = torch.log_softmax(logits, dim=1)
+    for w in (0.5, 0.8):
+        terms = -((1 - w) * (1 - rewards) * logp[:, 0] + w * rewards * logp[:, 1])
+        assert value_loss(logits, rewards, "transformers_prob", w).item() == pytest.approx(
+            terms.mean().item(), rel=1e-6)
+
+
+def test_scalar_losses_are_mean_mse_and_summed_mse_for_standard_scalar():
+    import torch
+
+    logits = torch.tensor([[0.5], [0.0], [1.5]])
+    rewards = torch.tensor([1.0, 0.0, 1.0])
+    squared = (0.25 + 0.0 + 0.25)
+    assert value_loss(logits, rewards, "transformers_scalar").item() == pytest.approx(squared / 3)
+    assert value_loss(logits, rewards, "standard_scalar").item() == pytest.approx(squared)
+
+
+def test_accuracy_counts_predictions_strictly_within_tolerance():
+    m = regression_metrics([0.5, 0.5, 0.5, 0.5], [0.25, 0.3, 0.5, 1.0], test_tol=0.25)
+    assert m["accuracy"] == pytest.approx(2 / 4)  # |0.5 - 0.25| = 0.25 is not < 0.25
+    assert m["mse"] == pytest.approx((0.0625 + 0.04 + 0.0 + 0.25) / 4)
     assert m["spearman"] == 0.0  # constant predictions: undefined, reported as 0
-    assert m["accuracy"] == pytest.approx(1 / 3)
-    assert m["mse"] == pytest.approx((0.25 + 0.0025 + 0.25) / 3)
-    assert regression_metrics([0.1, 0.9], [0.0, 1.0], 0.1)["spearman"] == pytest.approx(1.0)
+    assert regression_metrics([0.1, 0.9], [0.0, 1.0], 0.05)["spearman"] == pytest.approx(1.0)
+
+
+def test_default_config_is_the_readme_example():
+    c = ValueModelConfig()
+    assert (c.rm_class, c.max_length, c.learning_rate, c.epochs, c.batch_size_per_device,
+            c.save_steps) == ("transformers_scalar", 2048, 1e-7, 2.0, 1, 0.5)
+    assert (c.eval_fraction, c.min_eval_rows, c.test_tol, c.positive_weight) == (
+        0.05, 100, 0.05, 0.5)
+    assert (c.min_rw, c.max_rw, c.weight_decay, c.eval_batch_size) == (0.0, 1.0, 0.0, None)
+
+
+@pytest.mark.parametrize("rm_class", ["transformers_scalar", "standard_scalar"])
+def test_best_checkpoint_by_test_loss_is_kept(rm_class, tiny_base, tmp_path):
+    """A large learning rate makes the test loss move up and down; the kept model is the
+    checkpoint with the lowest one, not the last."""
+    config = quick_config(rm_class, learning_rate=0.02, max_steps=6, save_steps=1,
+                          batch_size_per_device=4)
+    result = train_value_model(str(tiny_base), synthetic_rows(32), config, tmp_path / "vm")
+    assert (result.n_train, result.n_eval) == (24, 8)
+    before, *checkpoints, after = result.evaluations
+    assert before[0] == 0 and [step for step, _ in checkpoints] == [1, 2, 3, 4, 5, 6]
+    best_step, best = min(checkpoints, key=lambda item: item[1]["loss"])
+    assert best_step != 6, "the run must not improve monotonically for this test to bite"
+    assert result.best_checkpoint == str(tmp_path / "vm" / "checkpoints" /
+                                         f"checkpoint-{best_step}")
+    assert after[1]["loss"] == pytest.approx(best["loss"], rel=1e-4)
+    assert result.metrics["after/loss"] == pytest.approx(best["loss"], rel=1e-4)
+    # the saved model is the best one: reloaded, it reproduces the best checkpoint's test mse
+    rows = synthetic_rows(32)
+    _, held = split_indices(len(rows), config.eval_fraction, config.seed, config.min_eval_rows)
+    scores = ValueModelScorer(result.model_dir, device="cpu").score(
+        [rows[i]["prompt"] for i in held], [rows[i]["answer"] for i in held])
+    targets = [rows[i]["reward"] for i in held]
+    assert regression_metrics(scores, targets, 0.05)["mse"] == pytest.approx(
+        best["mse"], rel=1e-4)
+
+
+def test_hf_reward_model_sees_its_chat_template_or_the_vm_text(tiny_base, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer, Qwen2ForSequenceClassification
+
+    from restrl.toy.tiny_model import CHAT_TEMPLATE
+
+    config = AutoConfig.from_pretrained(str(tiny_base), num_labels=1)
+    Qwen2ForSequenceClassification(config).save_pretrained(tmp_path / "plain")
+    AutoTokenizer.from_pretrained(str(tiny_base)).save_pretrained(tmp_path / "plain")
+    plain = HFRewardModelScorer(str(tmp_path / "plain"), device="cpu")
+    assert plain.text("Add one.", INIT + GOOD) == value_text("Add one.", INIT + GOOD)
+
+    Qwen2ForSequenceClassification(config).save_pretrained(tmp_path / "chat")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(tmp_path / "chat")
+    chat = HFRewardModelScorer(str(tmp_path / "chat"), device="cpu")
+    assert chat.text("Add one.", INIT + GOOD) == (
+        f"<|im_start|>user\nAdd one.<|im_end|>\n<|im_start|>assistant\n{INIT + GOOD}"
+        "<|im_end|>\n")
+    assert len(chat.score(["Add one."] * 2, [INIT + GOOD, INIT + "pass"])) == 2
+
+
+def test_prob_class_needs_rewards_in_the_unit_interval(tiny_base, tmp_path):
+    rows = [dict(r, reward=2.0) for r in synthetic_rows(4)]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_value_model(str(tiny_base), rows, quick_config("transformers_prob"), tmp_path)
+
+
+def test_info_file_from_an_older_version_still_loads(tmp_path):
+    import json
+
+    (tmp_path / INFO_FILE).write_text(json.dumps({
+        "rm_class": "transformers_prob", "min_rw": 0.0, "max_rw": 1.0, "max_length": 64,
+        "prob_threshold": 0.5, "base_model": "x"}))
+    assert ValueModelInfo.read(tmp_path) == ValueModelInfo("transformers_prob", 0.0, 1.0, 64, "x")
 
 
 def test_config_rejects_unknown_class_and_bad_ranges():
@@ -244,6 +347,8 @@ def test_config_rejects_unknown_class_and_bad_ranges():
         ValueModelConfig(min_rw=1.0, max_rw=0.0)
     with pytest.raises(ValueError, match="eval_fraction"):
         ValueModelConfig(eval_fraction=1.0)
+    with pytest.raises(ValueError, match="positive_weight"):
+        ValueModelConfig(positive_weight=1.5)
 
 
 def test_deepspeed_configs_leave_sizes_to_the_trainer():

@@ -1,10 +1,17 @@
-"""Best-of-N: score N sampled answers per problem and keep the best (ORM or PRM scoring)."""
+"""Best-of-N: score each problem's sampled programs with a scorer and keep the best.
+
+As in the seed's evaluation (`evaluation/eval.py` with a reward model, `tasks/Common/task.py`):
+`num_sample` fresh samples per problem, each scored as a WHOLE completion (ORM-style) by the
+reward or value model: question = the raw problem text, answer = the full program
+(`init_code + code.rstrip()`, a completions row's `program`); the highest score wins.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from restrl.problems.model import Problem, index_problems
 from restrl.scoring import Scorer
 
 RM_TYPES = ("orm", "prm")
@@ -16,39 +23,53 @@ def line_prefixes(answer: str) -> list[str]:
     return ["".join(lines[: i + 1]) for i in range(len(lines))] or [answer]
 
 
-def score_answers(scorer: Scorer, prompts: Sequence[str], answers: Sequence[str],
+def score_answers(scorer: Scorer, questions: Sequence[str], answers: Sequence[str],
                   rm_type: str = "orm") -> list[float]:
-    """ORM: the score of the whole answer. PRM: the lowest score over its line prefixes, so one
-    bad step sinks the answer (the usual PRM aggregation); all prefixes go in one batch."""
+    """Scores of (raw question, full program) pairs, in one scorer call.
+
+    "orm" (default, the seed's best-of-N): the score of the whole program. "prm" (a restrl
+    option, not in the seed's best-of-N): the lowest score over the program's line prefixes,
+    so one bad step sinks it; all prefixes go in one batch.
+    """
     if rm_type not in RM_TYPES:
         raise ValueError(f"rm_type must be one of {RM_TYPES}, got {rm_type!r}")
     if rm_type == "orm":
-        return scorer.score(prompts, answers)
+        return scorer.score(questions, answers)
     owners: list[int] = []
-    flat_prompts: list[str] = []
+    flat_questions: list[str] = []
     flat_answers: list[str] = []
-    for index, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+    for index, (question, answer) in enumerate(zip(questions, answers, strict=True)):
         for prefix in line_prefixes(answer):
             owners.append(index)
-            flat_prompts.append(prompt)
+            flat_questions.append(question)
             flat_answers.append(prefix)
-    scores = scorer.score(flat_prompts, flat_answers)
+    scores = scorer.score(flat_questions, flat_answers)
     best: list[float] = [float("inf")] * len(answers)
     for owner, score in zip(owners, scores, strict=True):
         best[owner] = min(best[owner], score)
     return best
 
 
+def score_completions(scorer: Scorer, completions: Sequence[Mapping[str, Any]],
+                      problems: Iterable[Problem], rm_type: str = "orm") -> list[float]:
+    """Scores of completions rows (with domain, problem_id, program): each row's full
+    `program` against its problem's raw text (`Problem.prompt`), the Scorer contract."""
+    by_key = index_problems(problems)
+    questions = [by_key[(str(c["domain"]), str(c["problem_id"]))].prompt for c in completions]
+    return score_answers(scorer, questions, [str(c["program"]) for c in completions], rm_type)
+
+
 def choose_best_of_n(completions: Sequence[Mapping[str, Any]], scores: Sequence[float],
                      n: int | None = None) -> list[dict[str, Any]]:
-    """Per problem, the highest-scoring of its first `n` samples (ties: lowest sample_idx)."""
-    by_problem: dict[str, list[tuple[int, Mapping[str, Any], float]]] = {}
+    """Per problem ((domain, problem_id)), the highest-scoring of its first `n` samples
+    (ties: lowest sample_idx)."""
+    by_problem: dict[tuple[str, str], list[tuple[int, Mapping[str, Any], float]]] = {}
     for row, score in zip(completions, scores, strict=True):
-        by_problem.setdefault(str(row["problem_id"]), []).append(
-            (int(row["sample_idx"]), row, float(score)))
+        key = (str(row.get("domain", "")), str(row["problem_id"]))
+        by_problem.setdefault(key, []).append((int(row["sample_idx"]), row, float(score)))
     chosen = []
-    for problem_id in sorted(by_problem):
-        candidates = sorted(by_problem[problem_id], key=lambda item: item[0])
+    for key in sorted(by_problem):
+        candidates = sorted(by_problem[key], key=lambda item: item[0])
         if n is not None:
             candidates = candidates[:n]
         sample_idx, row, score = max(candidates, key=lambda item: (item[2], -item[0]))

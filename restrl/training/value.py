@@ -1,32 +1,45 @@
-"""Value model (VM) training and inference (DESIGN.md step 7).
+"""Value model (VM) training and inference (DESIGN.md step 7; REFERENCE.md section 6).
 
-A VM reads `prompt + answer` (the formatted prompt, which ends with the reply prefix holding the
-problem's init_code, followed by a partial or full program) and predicts the MCTS value target of
-that state, a reward in [min_rw, max_rw]. Three model classes, as in the ReST-RL seed:
+A VM reads a question and a program state and predicts the value target of that state, a
+reward in [min_rw, max_rw]. The question is the RAW problem text (`Problem.prompt`, no chat
+template, no instructions) and the answer is the FULL state, the problem's init_code included
+(a partial program for MCTS nodes, a whole one for best-of-N), as in the ReST-RL seed
+(`rms/input.py`). Both go into one text, the same in training and scoring (`value_text`):
 
-    transformers_scalar  AutoModelForSequenceClassification, 1 output, MSE     (default)
-    standard_scalar      causal LM; linear head over its last-token logits (vocab -> 1), MSE
-    transformers_prob    AutoModelForSequenceClassification, 2 outputs, weighted cross-entropy;
-                         the prediction is P(class 1)
+    "\\n<prompt>\\n{question}\\n<answer>\\n{answer}\\n"
+
+Three model classes, as in the seed (`rms/reward_models.py`, `rms/transformers_utils.py`):
+
+    transformers_scalar  AutoModelForSequenceClassification, 1 output, mean MSE; the prediction
+                         is clipped to [min_rw, max_rw]                               (default)
+    standard_scalar      causal LM; nn.Linear(vocab, 1) over its last-token logits, SUMMED MSE
+                         over the batch; prediction clipped to [min_rw, max_rw]
+    transformers_prob    AutoModelForSequenceClassification, 2 outputs, cross-entropy against
+                         SOFT labels [1 - r, r] with class weights [1 - w, w] (w =
+                         positive_weight, 0.5); the prediction is softmax(logits)[1], unclipped
 
 Text handling, the same in training and scoring: the tokenizer pads and truncates on the LEFT.
 Left truncation keeps the end of a long text, i.e. the most recent code, which decides the value
 of a partial program; left padding puts every text's last token at position -1. Explicit
-`position_ids` (0 at the first real token) are passed so left padding does not shift positions.
+`position_ids` (0 at the first real token) are passed so left padding does not shift positions
+(the seed passes none; restrl's addition, so a text scores the same alone or in a batch).
 Pooling, checked in transformers 5: `Qwen2ForSequenceClassification` (like every
 `GenericForSequenceClassification`) pools the rightmost token whose id differs from
 `config.pad_token_id`, which handles left and right padding alike; with left padding that is
 position -1 unless the text itself ends with the pad token. We therefore always set
 `config.pad_token_id` from the tokenizer (eos when the tokenizer has no pad token).
 
-Training uses the transformers `Trainer` (CPU with `use_cpu`, GPUs under `accelerate launch` /
-`deepspeed` with a DeepSpeed JSON; ZeRO-2 and ZeRO-3 configs ship in `restrl/training/configs`;
-they leave the optimizer and scheduler to the Trainer, so the config's learning rate and schedule
-apply as on the CPU). A held-out split is evaluated before training (`eval_on_start`, which also
-works under ZeRO-2) and after it, with mse, accuracy within `test_tol` and Spearman correlation,
-all on predictions clipped to [min_rw, max_rw].
+Training uses the transformers `Trainer` for every class (CPU with `use_cpu`, GPUs under
+`accelerate launch` / `deepspeed` with a DeepSpeed JSON; ZeRO-2 and ZeRO-3 configs ship in
+`restrl/training/configs`; they leave the optimizer and scheduler to the Trainer). The rows are
+split at random (seeded) into train and test (`split_indices`: 5%, at least 100 test rows). The
+test split is evaluated before training (`eval_on_start`), every `save_steps` (each checkpoint)
+and after training; with checkpoints on, the checkpoint with the lowest test loss is loaded at the
+end (`load_best_model_at_end`, `metric_for_best_model="eval_loss"`) and is the one saved, as in
+the seed. Metrics: loss, mse, accuracy (share of predictions strictly within `test_tol` of the
+target, the seed's metric) and Spearman correlation, on the predictions the scorer returns.
 
-The final model is saved to `output_dir/final` with its tokenizer and `restrl_value.json`
+The kept model is saved to `output_dir/final` with its tokenizer and `restrl_value.json`
 (rm_class, min_rw, max_rw, max_length): `ValueModelScorer(dir)` or `load_value_model(dir)` reload
 any class from that directory. torch and transformers are imported inside functions, so importing
 this module (for `ValueModelConfig`, a flow parameter) stays cheap.
@@ -40,7 +53,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,42 +63,55 @@ RM_CLASSES = ("transformers_scalar", "standard_scalar", "transformers_prob")
 INFO_FILE = "restrl_value.json"
 HEAD_FILE = "value_head.safetensors"  # standard_scalar: the linear head beside the saved LM
 METRIC_NAMES = ("loss", "mse", "accuracy", "spearman")
+# The seed's input format (rms/input.py): the raw question, then the full (partial) program.
+VALUE_TEXT = "\n<prompt>\n{question}\n<answer>\n{answer}\n"
 
 
 @dataclass
 class ValueModelConfig:
-    """Everything VM training reads; defaults mirror the ReST-RL seed's `rms/train.sh` run
-    (`rms/train.py` flags).
+    """Everything VM training reads. Defaults are the ReST-RL README's example run
+    (`rms/train.sh`: max_length 2048, lr 1e-7, 2 epochs, batch 1 per device, save_steps 0.5);
+    the seed script's own argparse defaults differ (max_length 1024, 1 epoch, batch 4 per
+    device, save_steps 0.25) and are noted per field.
 
     Parameters that control the model:
         rm_class (str, "transformers_scalar"): "transformers_scalar" (sequence-classification
-            head with one output, MSE; the seed's recommendation), "standard_scalar" (linear head
-            over a causal LM's last-token logits, MSE) or "transformers_prob" (2-class head,
-            weighted cross-entropy, prediction = P(class 1)).
-        max_length (int, 2048): tokens of prompt + answer kept, from the END (left truncation).
-        min_rw, max_rw (float, 0.0, 1.0): predictions are clipped to this range, the range of
-            the verification reward.
-    Parameters that control the data:
-        eval_fraction (float, 0.1): share of rows held out (seeded shuffle) for the before/after
-            evaluation; 0 disables it. At least one row is held out when > 0 and rows >= 2.
-        test_tol (float, 0.1): a held-out prediction is "accurate" when |pred - target| <=
-            test_tol (the seed's `--test_tol` defaults to 0.05).
-        prob_threshold (float, 0.5): transformers_prob only; target >= threshold is class 1.
-        class_weighting (bool, True): transformers_prob only; weight the cross-entropy by
-            n / (2 n_c), inversely proportional to class frequency in the train split, so a
-            rare class (few solved states) still counts.
+            head, 1 output, MSE; the README's choice), "standard_scalar" (linear head over a
+            causal LM's last-token logits, summed MSE) or "transformers_prob" (2-class head,
+            soft-label weighted cross-entropy, prediction = softmax[1]).
+        max_length (int, 2048; script default 1024): tokens of the VM text kept, from the END
+            (left truncation keeps the latest code, which decides a state's value).
+        min_rw, max_rw (float, 0.0, 1.0): the range of the verification reward; scalar
+            predictions are clipped to it (prob predictions are probabilities, never clipped).
+
+    Parameters that control the data split and the test metrics:
+        eval_fraction (float, 0.05): share of rows held out at random (seeded) as the test
+            split, the seed's 95/5 split; 0 disables the test split (then no "before"/"after"
+            metrics and no best-checkpoint selection).
+        min_eval_rows (int, 100): the test split has at least this many rows (the seed's
+            minimum), but never more than (rows - 1) // 2, so the train split stays larger
+            (the seed instead refuses data sets of 200 rows or fewer). 0 keeps the plain fraction.
+        test_tol (float, 0.05): a test prediction is "accurate" when |pred - target| < test_tol
+            (strict, as the seed's `--test_tol`).
+
+    Parameters that control the loss:
+        positive_weight (float, 0.5): transformers_prob only; w in the class weights [1 - w, w]
+            of the cross-entropy (the seed's `--loss_weight_factor`); 0.5 weighs both classes
+            alike. Must lie in [0, 1].
+
     Parameters that control training:
-        learning_rate (float, 1e-7): the seed's value for 7B models; tiny models need ~1e-3
-            (from scratch heads) to 1e-4.
-        epochs (float, 2.0) and max_steps (int, -1: run the epochs).
-        save_steps (float, 0.5): checkpoint every this many steps, or this fraction of the run
-            if < 1; 0 saves only the final model.
-        eval_steps (float, 0.0): also evaluate every this many steps (fraction if < 1); 0
-            evaluates only before and after training.
-        batch_size_per_device (int, 1), eval_batch_size (int, 8), gradient_accumulation_steps
-            (int, 1), weight_decay (float, 0.0; the seed's default).
+        learning_rate (float, 1e-7): the seed's value for 7B models; tiny models need ~1e-4 to
+            1e-3 (their heads start from scratch).
+        epochs (float, 2.0; script default 1) and max_steps (int, -1: run the epochs).
+        save_steps (float, 0.5; script default 0.25): checkpoint AND evaluate the test split
+            every this many steps, or this fraction of the run if < 1; the best checkpoint by
+            test loss is kept. 0 saves no checkpoints: the last model is kept (restrl option).
+        batch_size_per_device (int, 1; script default 4), gradient_accumulation_steps (int, 1),
+            weight_decay (float, 0.0; the seed's default).
+        eval_batch_size (int | None, None): test batch size; None uses batch_size_per_device,
+            as the seed does. Scores do not depend on it (left padding + position_ids).
         gradient_checkpointing (bool, False): trade compute for memory on large models.
-        deepspeed_config (str | None): path of a DeepSpeed JSON (restrl/training/configs/
+        deepspeed_config (str | None, None): path of a DeepSpeed JSON (restrl/training/configs/
             zero2.json or zero3.json); used under `accelerate launch` / `deepspeed`.
         logging_steps (int, 1), seed (int, 0: the split, the head init and the data order).
     """
@@ -94,17 +120,16 @@ class ValueModelConfig:
     max_length: int = 2048
     min_rw: float = 0.0
     max_rw: float = 1.0
-    eval_fraction: float = 0.1
-    test_tol: float = 0.1
-    prob_threshold: float = 0.5
-    class_weighting: bool = True
+    eval_fraction: float = 0.05
+    min_eval_rows: int = 100
+    test_tol: float = 0.05
+    positive_weight: float = 0.5
     learning_rate: float = 1e-7
     epochs: float = 2.0
     max_steps: int = -1
     save_steps: float = 0.5
-    eval_steps: float = 0.0
     batch_size_per_device: int = 1
-    eval_batch_size: int = 8
+    eval_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False
@@ -117,10 +142,14 @@ class ValueModelConfig:
             raise ValueError(f"rm_class must be one of {RM_CLASSES}, got {self.rm_class!r}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.min_eval_rows < 0:
+            raise ValueError(f"min_eval_rows must be >= 0, got {self.min_eval_rows}")
         if not self.min_rw < self.max_rw:
             raise ValueError(f"min_rw ({self.min_rw}) must be below max_rw ({self.max_rw})")
         if self.max_length < 1:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
+        if not 0.0 <= self.positive_weight <= 1.0:
+            raise ValueError(f"positive_weight must be in [0, 1], got {self.positive_weight}")
 
 
 @dataclass(frozen=True)
@@ -131,7 +160,6 @@ class ValueModelInfo:
     min_rw: float
     max_rw: float
     max_length: int
-    prob_threshold: float = 0.5
     base_model: str = ""
 
     def write(self, directory: str | Path) -> None:
@@ -139,23 +167,28 @@ class ValueModelInfo:
 
     @classmethod
     def read(cls, directory: str | Path) -> ValueModelInfo:
+        """Read `restrl_value.json`; keys this version does not know (e.g. an older
+        `prob_threshold`) are ignored."""
         path = Path(directory, INFO_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a restrl value model directory")
-        return cls(**json.loads(path.read_text()))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
 # ----------------------------------------------------------------------------- data
 
 
-def value_text(prompt: str, answer: str) -> str:
-    """The VM's input text: the formatted prompt followed by the (partial) answer."""
-    return prompt + answer
+def value_text(question: str, answer: str) -> str:
+    """The VM's input text: the raw problem text and the full (partial) program, init_code
+    included, in the seed's format (`VALUE_TEXT`)."""
+    return VALUE_TEXT.format(question=question, answer=answer)
 
 
 def value_examples(rows: Iterable[Mapping[str, Any]] | Any) -> list[tuple[str, float]]:
-    """(text, reward) pairs from `value_data` rows: dicts or a pyarrow Table with `prompt`,
-    `answer` and `reward` columns (other columns are ignored)."""
+    """(text, reward) pairs from `value_data` rows: dicts or a pyarrow Table with `prompt` (the
+    raw problem text), `answer` (the full state, init_code included) and `reward` columns
+    (other columns are ignored)."""
     import pyarrow as pa
 
     if isinstance(rows, pa.Table):
@@ -169,34 +202,56 @@ def value_examples(rows: Iterable[Mapping[str, Any]] | Any) -> list[tuple[str, f
     return examples
 
 
-def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded shuffle of range(n) into (train, held-out); both non-empty when possible."""
+def split_indices(n: int, eval_fraction: float, seed: int,
+                  min_eval_rows: int = 0) -> tuple[list[int], list[int]]:
+    """Seeded shuffle of range(n) into (train, test).
+
+    test = n - int(n * (1 - eval_fraction)) rows (the seed's 95/5 split, rounding the test
+    side up), raised to `min_eval_rows`, then capped at (n - 1) // 2 so the train split is
+    always the larger one: the seed raises the test split to 100 rows and asserts train >
+    test, i.e. it refuses data sets of 200 rows or fewer; restrl shrinks the test split
+    instead (and holds none out below 3 rows). eval_fraction 0 holds out nothing.
+    """
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    n_eval = round(n * eval_fraction)
-    if eval_fraction > 0 and n >= 2:
-        n_eval = min(max(n_eval, 1), n - 1)
-    else:
-        n_eval = 0
+    n_eval = 0
+    if eval_fraction > 0:
+        n_eval = max(n - int(n * (1.0 - eval_fraction)), min_eval_rows)
+        n_eval = min(n_eval, (n - 1) // 2)
     return order[n_eval:], order[:n_eval]
 
 
-def class_weights(targets: Sequence[float], threshold: float) -> list[float]:
-    """Cross-entropy weights n / (2 n_c) for classes (target < threshold, >= threshold);
-    a class absent from the data gets weight 0 (it contributes no terms anyway)."""
-    n = len(targets)
-    n1 = sum(1 for t in targets if t >= threshold)
-    counts = (n - n1, n1)
-    return [n / (2 * c) if c else 0.0 for c in counts]
+# ----------------------------------------------------------------------------- losses, metrics
 
 
-# ----------------------------------------------------------------------------- metrics
+def value_loss(logits: Any, labels: Any, rm_class: str, positive_weight: float = 0.5) -> Any:
+    """The seed's training loss of a micro-batch (torch tensors; logits rows x 1 or 2).
+
+    transformers_scalar: mean squared error of logits[:, 0].
+    standard_scalar: SUMMED squared error over the batch (the seed's nn.MSELoss(reduction="sum")).
+    transformers_prob: cross-entropy against soft labels [1 - r, r] with class weights
+        [1 - w, w], w = positive_weight, averaged over the batch (torch's probability-target
+        cross-entropy divides by the batch size, not by the weights).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    labels = labels.float()
+    if rm_class == "transformers_prob":
+        targets = torch.stack([1.0 - labels, labels], dim=1)
+        weight = torch.tensor([1.0 - positive_weight, positive_weight], dtype=logits.dtype,
+                              device=logits.device)
+        return F.cross_entropy(logits, targets, weight=weight)
+    reduction = "sum" if rm_class == "standard_scalar" else "mean"
+    return F.mse_loss(logits[:, 0], labels, reduction=reduction)
 
 
 def regression_metrics(predictions: Sequence[float], targets: Sequence[float],
                        test_tol: float) -> dict[str, float]:
-    """mse, accuracy (|pred - target| <= test_tol) and Spearman rho of (clipped) predictions.
-    Spearman is 0.0 where it is undefined (fewer than 2 rows, constant predictions/targets)."""
+    """mse, accuracy (share with |pred - target| < test_tol, strict as in the seed) and
+    Spearman rho of the predictions. Spearman is 0.0 where it is undefined (fewer than 2 rows,
+    constant predictions/targets)."""
     import numpy as np
     from scipy.stats import spearmanr
 
@@ -210,20 +265,22 @@ def regression_metrics(predictions: Sequence[float], targets: Sequence[float],
         rho = rho if math.isfinite(rho) else 0.0
     return {
         "mse": float(np.mean((pred - true) ** 2)),
-        "accuracy": float(np.mean(np.abs(pred - true) <= test_tol + 1e-12)),  # float rounding
+        "accuracy": float(np.mean(np.abs(pred - true) < test_tol)),
         "spearman": rho,
     }
 
 
-def scores_from_logits(logits: Any, rm_class: str) -> Any:
-    """Raw VM output (rows x 1, or rows x 2 for transformers_prob) -> unclipped scores, numpy."""
+def scores_from_logits(logits: Any, rm_class: str, min_rw: float = -math.inf,
+                       max_rw: float = math.inf) -> Any:
+    """Raw VM output (rows x 1, or rows x 2 for transformers_prob) -> scores, numpy: the
+    scalar classes' output clipped to [min_rw, max_rw], or the prob class's softmax[1]."""
     import numpy as np
 
     logits = np.asarray(logits, dtype=np.float64)
     if rm_class == "transformers_prob":
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return shifted[:, 1] / shifted.sum(axis=-1)
-    return logits[:, 0]
+    return np.clip(logits[:, 0], min_rw, max_rw)
 
 
 # ----------------------------------------------------------------------------- tokenization
@@ -240,11 +297,14 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text, truncated on the side the tokenizer says (left for VMs)."""
+def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int,
+                 add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text, truncated on the side the tokenizer says (left for VMs).
+    `add_special_tokens=False` for texts a chat template rendered (they hold their own)."""
     if not texts:
         return []
-    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return tokenizer(list(texts), truncation=True, max_length=max_length,
+                     add_special_tokens=add_special_tokens)["input_ids"]
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> dict:
@@ -334,6 +394,21 @@ def causal_lm_value_model_class() -> type:
             save_file({k: v.detach().float().cpu().contiguous() for k, v in head_state.items()},
                       str(Path(directory, HEAD_FILE)))
 
+        def load_weights(self, directory: str | Path) -> None:
+            """Load LM + head weights saved by `save` into this module (the Trainer's
+            best-checkpoint reload; its default would match no key of the wrapper)."""
+            from safetensors.torch import load_file
+
+            state: dict[str, Any] = {}
+            for path in sorted(Path(directory).glob("*.safetensors")):
+                if path.name != HEAD_FILE:
+                    state.update(load_file(str(path), device="cpu"))
+            result = self.lm.load_state_dict(state, strict=False)
+            if result.unexpected_keys or not state:
+                raise RuntimeError(f"{directory}: not an LM checkpoint of this model "
+                                   f"(unexpected keys {result.unexpected_keys[:5]})")
+            self.head.load_state_dict(load_file(str(Path(directory, HEAD_FILE)), device="cpu"))
+
         @classmethod
         def load(cls, directory: str | Path, **lm_kwargs: Any) -> CausalLMValueModel:
             from safetensors.torch import load_file
@@ -387,14 +462,14 @@ def _inference_dtype(device: str, dtype: str | None) -> Any:
 
 
 def forward_in_batches(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int,
-                       batch_size: int, device: str) -> Any:
+                       batch_size: int, device: str, add_special_tokens: bool = True) -> Any:
     """The model's output `logits` (rows x labels, float32 numpy) for each text, in order.
     Texts are batched by length to limit padding; padding follows the tokenizer's side, and
     position_ids are passed when the model's forward takes them."""
     import numpy as np
     import torch
 
-    encoded = encode_texts(tokenizer, texts, max_length)
+    encoded = encode_texts(tokenizer, texts, max_length, add_special_tokens)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     with_positions = _accepts_position_ids(model)
     outputs: list[Any] = [None] * len(encoded)
@@ -424,15 +499,15 @@ class LoadedValueModel:
     device: str
 
     def predict(self, texts: Sequence[str], batch_size: int = 16) -> list[float]:
-        """Clipped VM scores of `value_text(prompt, answer)` texts."""
-        import numpy as np
-
+        """VM scores of `value_text(question, answer)` texts (scalar classes clipped to
+        [min_rw, max_rw], the prob class's softmax[1])."""
         if not texts:
             return []
         logits = forward_in_batches(self.model, self.tokenizer, texts, self.info.max_length,
                                     batch_size, self.device)
-        scores = scores_from_logits(logits, self.info.rm_class)
-        return [float(s) for s in np.clip(scores, self.info.min_rw, self.info.max_rw)]
+        scores = scores_from_logits(logits, self.info.rm_class, self.info.min_rw,
+                                    self.info.max_rw)
+        return [float(s) for s in scores]
 
 
 def load_value_model(model_dir: str | Path, device: str = "auto",
@@ -459,7 +534,8 @@ def load_value_model(model_dir: str | Path, device: str = "auto",
 
 
 class ValueModelScorer:
-    """`Scorer` over a VM saved by `train_value_model`: score = clipped VM(prompt + answer)."""
+    """`Scorer` over a VM saved by `train_value_model`: score = VM(value_text(question,
+    answer)), question the raw problem text, answer the full state (init_code included)."""
 
     def __init__(self, model_dir: str | Path, batch_size: int = 16, device: str = "auto",
                  dtype: str | None = None) -> None:
@@ -471,8 +547,8 @@ class ValueModelScorer:
     def info(self) -> ValueModelInfo:
         return self.loaded.info
 
-    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
-        texts = [value_text(p, a) for p, a in zip(prompts, answers, strict=True)]
+    def score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        texts = [value_text(q, a) for q, a in zip(questions, answers, strict=True)]
         return self.loaded.predict(texts, self.batch_size)
 
 
@@ -481,26 +557,33 @@ class HFRewardModelScorer:
     logit (an ORM such as Skywork-Reward): score = that logit, or sigmoid(logit) with
     `sigmoid=True`. Scores are not clipped (they only rank samples, e.g. for best-of-N).
 
-    The text is `format_text(prompt, answer)` (default prompt + answer; chat-template reward
-    models want their own format, pass it here). The tokenizer keeps the padding side it ships
-    with (the model was trained with it) and truncates on the left to `max_length`.
+    The reward model sees its own chat format, as the seed's external RMs do
+    (`rms/reward_models_extensions.py`): the tokenizer's chat template over
+    [user: question, assistant: answer], tokenized without adding special tokens again (the
+    template writes them). A tokenizer without a chat template gets the VM text
+    (`value_text`). `format_text(question, answer)` overrides both. The tokenizer keeps the
+    padding side it ships with (the model was trained with it) and truncates on the LEFT to
+    `max_length` (the seed truncates on the tokenizer's side, usually the right, which would
+    cut the end of the answer the model pools).
     """
 
     def __init__(self, model_id_or_path: str, batch_size: int = 16, device: str = "auto",
                  max_length: int = 2048, sigmoid: bool = False, dtype: str | None = None,
-                 format_text: Callable[[str, str], str] = value_text) -> None:
+                 format_text: Callable[[str, str], str] | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.batch_size = batch_size
         self.max_length = max_length
         self.sigmoid = sigmoid
-        self.format_text = format_text
         self.device = _pick_device(device)
         tokenizer = AutoTokenizer.from_pretrained(model_id_or_path)
         tokenizer.truncation_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
+        self.uses_chat_template = format_text is None and bool(
+            getattr(tokenizer, "chat_template", None))
+        self.format_text = format_text
         self.model = AutoModelForSequenceClassification.from_pretrained(
             model_id_or_path, dtype=_inference_dtype(self.device, dtype))
         if self.model.config.num_labels != 1:
@@ -510,10 +593,21 @@ class HFRewardModelScorer:
             self.model.config.pad_token_id = tokenizer.pad_token_id
         self.model.to(self.device).eval()
 
-    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
-        texts = [self.format_text(p, a) for p, a in zip(prompts, answers, strict=True)]
+    def text(self, question: str, answer: str) -> str:
+        """The text the reward model scores for one (question, answer) pair."""
+        if self.format_text is not None:
+            return self.format_text(question, answer)
+        if self.uses_chat_template:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": question},
+                 {"role": "assistant", "content": answer}], tokenize=False)
+        return value_text(question, answer)
+
+    def score(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        texts = [self.text(q, a) for q, a in zip(questions, answers, strict=True)]
         logits = forward_in_batches(self.model, self.tokenizer, texts, self.max_length,
-                                    self.batch_size, self.device)[:, 0]
+                                    self.batch_size, self.device,
+                                    add_special_tokens=not self.uses_chat_template)[:, 0]
         if self.sigmoid:
             return [1.0 / (1.0 + math.exp(-float(x))) for x in logits]
         return [float(x) for x in logits]
@@ -525,36 +619,25 @@ class HFRewardModelScorer:
 @functools.cache
 def value_trainer_class() -> type:
     """`Trainer` with the VM losses (built on first use, like the model class above)."""
-    import torch.nn.functional as F
     from transformers import Trainer
 
     class ValueTrainer(Trainer):
-        """MSE (scalar classes) or weighted cross-entropy on thresholded targets (prob class);
-        the loss is a per-micro-batch mean, so the Trainer scales it for gradient accumulation.
-        Saves standard_scalar models as LM + head."""
+        """`value_loss` per micro-batch (the Trainer scales it for gradient accumulation);
+        saves and reloads standard_scalar models as LM + head."""
 
         loss_is_scaled_for_ga = False
 
-        def __init__(self, *args: Any, rm_class: str, prob_threshold: float = 0.5,
-                     ce_weights: Sequence[float] | None = None, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, rm_class: str, positive_weight: float = 0.5,
+                     **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.rm_class = rm_class
-            self.prob_threshold = prob_threshold
-            self.ce_weights = list(ce_weights) if ce_weights is not None else [1.0, 1.0]
+            self.positive_weight = positive_weight
 
         def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
-            import torch
-
-            labels = inputs["labels"].float()
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
             logits = outputs["logits"].float()
-            if self.rm_class == "transformers_prob":
-                classes = (labels >= self.prob_threshold).long()
-                weight = torch.tensor(self.ce_weights, dtype=logits.dtype, device=logits.device)
-                loss = F.cross_entropy(logits, classes, weight=weight)
-            else:
-                loss = F.mse_loss(logits[:, 0], labels)
+            loss = value_loss(logits, inputs["labels"], self.rm_class, self.positive_weight)
             return (loss, {"logits": logits}) if return_outputs else loss
 
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -569,15 +652,26 @@ def value_trainer_class() -> type:
                 self.processing_class.save_pretrained(output_dir)
             return None
 
+        def _load_best_model(self) -> None:
+            model = self.accelerator.unwrap_model(self.model)
+            if self.is_deepspeed_enabled or not isinstance(model, causal_lm_value_model_class()):
+                return super()._load_best_model()  # DeepSpeed reloads its own engine state
+            log.info("loading the best checkpoint %s", self.state.best_model_checkpoint)
+            model.load_weights(self.state.best_model_checkpoint)
+            return None
+
     return ValueTrainer
 
 
 @dataclass
 class ValueTrainResult:
-    """Where the trained VM is and how it did on the held-out split.
+    """Where the trained VM is and how it did on the test split.
 
-    metrics: "before/<name>" and "after/<name>" for loss, mse, accuracy, spearman (empty when
-    eval_fraction is 0); log_history: the Trainer's log entries.
+    metrics: "before/<name>" (the base model with its new head) and "after/<name>" (the kept
+    model: the best checkpoint when checkpoints are on) for loss, mse, accuracy, spearman;
+    empty without a test split. evaluations: (step, metrics) of every test evaluation in
+    order (before, each checkpoint, after). best_checkpoint: the kept checkpoint's directory,
+    None when the last model is kept. log_history: the Trainer's log entries.
     """
 
     model_dir: Path
@@ -585,7 +679,8 @@ class ValueTrainResult:
     log_history: list[dict[str, Any]]
     n_train: int
     n_eval: int
-    class_weights: list[float] = field(default_factory=list)
+    evaluations: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    best_checkpoint: str | None = None
 
 
 def _encode_examples(tokenizer: Any, examples: Sequence[tuple[str, float]],
@@ -613,8 +708,10 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
                       config: ValueModelConfig, output_dir: str | Path,
                       on_log: Callable[[int, dict[str, float]], None] | None = None,
                       ) -> ValueTrainResult:
-    """Train a VM of `config.rm_class` from `base_model_path` on `value_data` rows (dicts or a
-    pyarrow Table with prompt, answer, reward); save it to `output_dir/final`.
+    """Train a VM of `config.rm_class` from the checkpoint at `base_model_path` (whatever the
+    caller passes; the flow passes the base policy) on `value_data` rows (dicts or a pyarrow
+    Table with prompt = raw problem text, answer = full state, reward); save the kept model
+    (the best checkpoint by test loss, or the last one) to `output_dir/final`.
 
     `on_log(step, numeric_logs)` receives every Trainer log (train loss, eval metrics), e.g. to
     forward them to MLflow.
@@ -628,24 +725,32 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     examples = value_examples(rows)
     if not examples:
         raise ValueError("no value rows to train on")
-    train_idx, eval_idx = split_indices(len(examples), config.eval_fraction, config.seed)
+    if config.rm_class == "transformers_prob" and any(not 0.0 <= r <= 1.0 for _, r in examples):
+        raise ValueError("transformers_prob needs rewards in [0, 1] (soft labels [1 - r, r])")
+    train_idx, eval_idx = split_indices(len(examples), config.eval_fraction, config.seed,
+                                        config.min_eval_rows)
     train_examples = [examples[i] for i in train_idx]
     eval_examples = [examples[i] for i in eval_idx]
+    if config.eval_fraction > 0 and not eval_examples:
+        log.warning("%d value rows: too few for a test split; the last model is kept",
+                    len(examples))
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(base_model_path))
-    weights = [1.0, 1.0]
-    if config.rm_class == "transformers_prob" and config.class_weighting:
-        weights = class_weights([r for _, r in train_examples], config.prob_threshold)
-        log.info("transformers_prob class weights (class 0, class 1): %s", weights)
+    # Test evaluations ride on the checkpoints (the seed's eval_steps = save_steps); the best
+    # checkpoint by test loss is reloaded at the end.
+    keep_best = bool(eval_examples) and bool(config.save_steps)
 
     # TrainingArguments come before the model: under ZeRO-3 they make from_pretrained load the
     # weights already partitioned across ranks (deepspeed.zero.Init).
     args = TrainingArguments(
         **shared_trainer_kwargs(config, output_dir),
-        per_device_eval_batch_size=config.eval_batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size_per_device,
         weight_decay=config.weight_decay,
-        eval_strategy="steps" if eval_examples and config.eval_steps else "no",
-        eval_steps=config.eval_steps or None,
+        eval_strategy="steps" if keep_best else "no",
+        eval_steps=config.save_steps if keep_best else None,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="eval_loss" if keep_best else None,
+        greater_is_better=False if keep_best else None,
         eval_on_start=bool(eval_examples),  # the "before" evaluation, inside the training loop
         label_names=["labels"],
         remove_unused_columns=False,
@@ -658,21 +763,22 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
 
     from restrl.training.callbacks import forward_logs_callback, quiet_progress
 
-    evaluations: list[dict[str, float]] = []
+    evaluations: list[tuple[int, dict[str, float]]] = []
 
     class ForwardLogs(type(forward_logs_callback(on_log))):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001, ANN201
             if metrics:
-                evaluations.append({name: float(metrics[f"eval_{name}"]) for name in METRIC_NAMES
-                                    if f"eval_{name}" in metrics})
+                evaluations.append((state.global_step, {
+                    name: float(metrics[f"eval_{name}"]) for name in METRIC_NAMES
+                    if f"eval_{name}" in metrics}))
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
         import numpy as np
 
         logits = prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
-        scores = np.clip(scores_from_logits(np.reshape(logits, (len(logits), -1)),
-                                            config.rm_class), config.min_rw, config.max_rw)
+        scores = scores_from_logits(np.reshape(logits, (len(logits), -1)), config.rm_class,
+                                    config.min_rw, config.max_rw)
         return regression_metrics(scores, np.asarray(prediction.label_ids).reshape(-1),
                                   config.test_tol)
 
@@ -687,28 +793,28 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
         compute_metrics=compute_metrics if eval_examples else None,
         callbacks=[ForwardLogs()],
         rm_class=config.rm_class,
-        prob_threshold=config.prob_threshold,
-        ce_weights=weights,
+        positive_weight=config.positive_weight,
     )
     quiet_progress(trainer)
     trainer.train()
     if eval_examples:
-        trainer.evaluate()
+        trainer.evaluate()  # the "after" evaluation, of the kept (best) model
 
     final = output_dir / "final"
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final))
         ValueModelInfo(rm_class=config.rm_class, min_rw=config.min_rw, max_rw=config.max_rw,
-                       max_length=config.max_length, prob_threshold=config.prob_threshold,
+                       max_length=config.max_length,
                        base_model=str(base_model_path)).write(final)
 
     metrics: dict[str, float] = {}
     if evaluations:
-        for phase, values in (("before", evaluations[0]), ("after", evaluations[-1])):
+        for phase, (_, values) in (("before", evaluations[0]), ("after", evaluations[-1])):
             metrics.update({f"{phase}/{name}": value for name, value in values.items()})
+    best = trainer.state.best_model_checkpoint if keep_best else None
     return ValueTrainResult(final, metrics, trainer.state.log_history, len(train_examples),
-                            len(eval_examples), weights)
+                            len(eval_examples), evaluations, best)
 
 
 def config_params(config: ValueModelConfig) -> dict[str, Any]:
