@@ -1,83 +1,149 @@
 """ReST-GRPO policy training: TRL's `GRPOTrainer` with the ReST reward computed in the sandbox.
 
-The reward of a generated continuation c for a row (DESIGN.md step 4):
+The reward of a generated continuation c for a row (REFERENCE.md section 4):
 
     reward = verify(partial_state + valid(c))            # fraction of tests / 1 or 0
            + symbol_reward            if c contains a stop string
            - trailing_penalty * len(text after the first stop string)
 
-where valid(c) is c cut at the domain's first stop string.
+where valid(c) is c cut at the domain's first stop string. A row names its problem by
+(domain, problem_id): APPS and DS1000 ids are both small integers.
+
+The defaults are the ReST-RL seed's (`models/train_grpo.py`, `models/run_grpo.sh`, TRL 0.18.2's
+defaults for what the seed leaves unset); where restrl differs, `GRPOTrainConfig` says so.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from restrl.problems.model import Problem
+from restrl.problems.model import Problem, ProblemKey
 from restrl.prompts import postprocess, trailing_text
 from restrl.training.callbacks import forward_logs_callback, quiet_progress
-from restrl.training.trainer_args import shared_trainer_kwargs
+from restrl.training.trainer_args import (
+    checkpoint_dtype,
+    checkpointing_kwargs,
+    load_dtype,
+    num_processes,
+    shared_trainer_kwargs,
+    truncate_prompts_left,
+)
 
 log = logging.getLogger("restrl.training.grpo")
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
 @dataclass
 class GRPOTrainConfig:
-    """Everything ReST-GRPO training reads; mirrors the ReST-RL seed's `train_grpo.py` flags.
+    """Everything ReST-GRPO training reads. Defaults: the seed's `train_grpo.py` run as its
+    README / `run_grpo.sh` launches it, with TRL 0.18.2's defaults for what the seed leaves unset.
 
     Parameters that control the data:
-        max_prompt_length (int, 1024): rows whose tokenized prompt is longer are dropped before
-            training, and the count is logged (TRL 1.x has no `max_prompt_length`).
+        max_prompt_length (int, 1024): prompts longer than this many tokens are cut from the
+            LEFT (their last max_prompt_length tokens are kept), as TRL 0.18.2 did for the seed;
+            the count is logged. TRL 1.x has no such option, so restrl cuts the text itself.
+        shuffle_seed (int | None, 42): the rows are shuffled with this seed before training
+            (the seed's `train_dataset.shuffle(seed=42)`); None keeps their order.
     Parameters that control generation:
         max_completion_length (int, 1024): tokens generated per continuation.
         num_generations (int, 8): the GRPO group size G for each prompt.
         temperature (float, 0.7): sampling temperature of the group.
-        use_vllm (bool, False): generate with vLLM (GPU only; TRL's `use_vllm`).
+        use_vllm (bool, False): generate with vLLM (GPU only; TRL's `use_vllm`, colocated).
     Parameters that control the reward (ReST-RL):
         symbol_reward (float, 1e-3): bonus when the continuation closes its code block.
         trailing_penalty (float, 1e-6): penalty per character after the stop string.
+    Parameters that control the loss (TRL 0.18.2's defaults, which the seed used):
+        beta (float, 0.04): KL coefficient; > 0 loads a reference model. TRL 1.x defaults to 0.
+            The KL gradient is TRL 0.18.2's (no DeepSeek-V3.2 importance-ratio correction).
+        loss_type (str, "bnpo"): token losses averaged over the local batch's completion
+            tokens. TRL 1.x defaults to "dapo". One of "grpo", "bnpo", "dr_grpo", "dapo".
+        epsilon (float, 0.2): PPO clip range of the importance ratio.
+        scale_rewards (bool, True): divide each group's advantages by its reward std.
     Parameters that control training:
-        learning_rate (float, 1e-7): the seed's value for 7B models; tiny models need ~1e-4.
+        learning_rate (float, 1e-7): the README example's value for 7B models (the script's own
+            default is 1e-6); tiny models need ~1e-4.
         epochs (float, 1.0) and max_steps (int, -1: run the epochs).
-        save_steps (float, 0.5): checkpoint every this many steps, or this fraction if < 1.
-        batch_size_per_device (int, 2) and gradient_accumulation_steps (int, 1). The
-            generation batch (batch size x accumulation) must be a multiple of num_generations.
-        beta (float, 0.0): KL coefficient (TRL's default; >0 loads a reference model).
-        loss_type (str, "dapo"): TRL's loss aggregation ("grpo", "bnpo", "dr_grpo", "dapo").
+        save_steps (float, 0.5): checkpoint every this many steps, or this fraction if < 1;
+            0 saves only the final model.
+        batch_size_per_device (int, 2) and gradient_accumulation_steps (int, 1): the README
+            example's (the script's own defaults: 4 and 1). The effective batch, per device x
+            processes x accumulation, must be a multiple of num_generations; it is checked when
+            training starts, where the number of processes is known (2 per device needs 4
+            processes, or accumulation 4 on one).
+        weight_decay (float, 0.0): the seed's default.
+        gradient_checkpointing (bool, False): trade compute for memory (TRL 1.x defaults on;
+            TRL 0.18.2 and the seed off).
         deepspeed_config (str | None): path of a DeepSpeed JSON (ZeRO-2/3 configs ship in
-            restrl/training/configs); used under `accelerate launch`.
-        logging_steps (int, 1), seed (int, 0).
+            restrl/training/configs; the README uses ZeRO-2); used under `accelerate launch`.
+            With it the model trains in its checkpoint's dtype and DeepSpeed keeps fp32 master
+            weights; without it the weights are fp32 and the GPU autocasts to the checkpoint's
+            half dtype.
+        logging_steps (int, 1), seed (int, 42: TrainingArguments' default, which the seed kept).
     """
 
     max_prompt_length: int = 1024
+    shuffle_seed: int | None = 42
     max_completion_length: int = 1024
     num_generations: int = 8
     temperature: float = 0.7
     use_vllm: bool = False
     symbol_reward: float = 1e-3
     trailing_penalty: float = 1e-6
+    beta: float = 0.04
+    loss_type: str = "bnpo"
+    epsilon: float = 0.2
+    scale_rewards: bool = True
     learning_rate: float = 1e-7
     epochs: float = 1.0
     max_steps: int = -1
     save_steps: float = 0.5
     batch_size_per_device: int = 2
     gradient_accumulation_steps: int = 1
-    beta: float = 0.0
-    loss_type: str = "dapo"
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
     deepspeed_config: str | None = None
     logging_steps: int = 1
-    seed: int = 0
+    seed: int = 42
 
     def __post_init__(self) -> None:
-        generation_batch = self.batch_size_per_device * self.gradient_accumulation_steps
-        if generation_batch % self.num_generations:
-            raise ValueError(
-                f"batch_size_per_device x gradient_accumulation_steps ({generation_batch}) must "
-                f"be a multiple of num_generations ({self.num_generations})")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (GRPO compares a group), "
+                             f"got {self.num_generations}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be positive, got {self.max_prompt_length}")
+
+
+def check_group_batch(config: GRPOTrainConfig, processes: int) -> None:
+    """Raise unless the effective batch (per device x processes x accumulation) holds whole
+    groups of num_generations completions."""
+    per_step = config.batch_size_per_device * processes
+    effective = per_step * config.gradient_accumulation_steps
+    if effective % config.num_generations == 0:
+        return
+    fixes = []
+    for accumulation in range(config.gradient_accumulation_steps + 1,
+                              config.gradient_accumulation_steps + config.num_generations + 1):
+        if per_step * accumulation % config.num_generations == 0:
+            fixes.append(f"set gradient_accumulation_steps to {accumulation}")
+            break
+    for more in range(processes + 1, processes + config.num_generations + 1):
+        if config.batch_size_per_device * more * config.gradient_accumulation_steps \
+                % config.num_generations == 0:
+            fixes.append(f"run {more} processes (accelerate launch --num_processes {more})")
+            break
+    fixes.append("or change batch_size_per_device / num_generations")
+    raise ValueError(
+        f"GRPO needs whole groups: batch_size_per_device ({config.batch_size_per_device}) x "
+        f"processes ({processes}) x gradient_accumulation_steps "
+        f"({config.gradient_accumulation_steps}) = {effective} is not a multiple of "
+        f"num_generations ({config.num_generations}). To fix: " + ", ".join(fixes) + ".")
 
 
 @dataclass
@@ -93,7 +159,9 @@ class RewardBreakdown:
 def rest_rewards(problems: Sequence[Problem], partial_states: Sequence[str],
                  completions: Sequence[str], verify: Callable[[list[Problem], list[str]], list],
                  symbol_reward: float, trailing_penalty: float) -> list[RewardBreakdown]:
-    """ReST rewards of a batch of continuations, verified together (one sandbox batch)."""
+    """ReST rewards of a batch of continuations, verified together (one sandbox batch):
+    verify(partial_state + c cut at its first stop) + symbol_reward if c has a stop
+    - trailing_penalty x characters after that stop."""
     programs, hits, trailing = [], [], []
     for problem, partial, completion in zip(problems, partial_states, completions, strict=True):
         code, hit_stop = postprocess(completion, problem.domain)
@@ -109,13 +177,31 @@ def rest_rewards(problems: Sequence[Problem], partial_states: Sequence[str],
     ]
 
 
-def make_reward_function(problems: Mapping[str, Problem], verifier: Any,
-                         config: GRPOTrainConfig) -> Callable[..., list[float]]:
-    """A TRL reward function; TRL passes the dataset's columns as keyword arguments."""
+def problem_index(problems: Mapping[ProblemKey, Problem] | Iterable[Problem]
+                  ) -> dict[ProblemKey, Problem]:
+    """Problems by (domain, problem_id): a mapping so keyed is checked, an iterable is indexed."""
+    if not isinstance(problems, Mapping):
+        problems = {p.key: p for p in problems}
+    for key, problem in problems.items():
+        if key != problem.key:
+            raise ValueError(f"problems must be keyed by (domain, problem_id); key {key!r} holds "
+                             f"{problem.key!r}")
+    return dict(problems)
 
-    def rest_reward(prompts: list[str], completions: list[str], problem_id: list[str],
-                    partial_state: list[str], **kwargs: Any) -> list[float]:
-        batch = [problems[pid] for pid in problem_id]
+
+def make_reward_function(problems: Mapping[ProblemKey, Problem] | Iterable[Problem],
+                         verifier: Any, config: GRPOTrainConfig) -> Callable[..., list[float]]:
+    """A TRL reward function; TRL passes the dataset's columns (domain, problem_id,
+    partial_state) as keyword arguments."""
+    index = problem_index(problems)
+
+    def rest_reward(prompts: list[str], completions: list[str], domain: list[str],
+                    problem_id: list[str], partial_state: list[str], **kwargs: Any) -> list[float]:
+        keys = list(zip(domain, problem_id, strict=True))
+        missing = sorted({key for key in keys if key not in index})
+        if missing:
+            raise KeyError(f"GRPO rows name problems that were not given: {missing[:5]}")
+        batch = [index[key] for key in keys]
         scored = rest_rewards(batch, partial_state, completions, verifier.verify,
                               config.symbol_reward, config.trailing_penalty)
         log_metric = kwargs.get("log_metric")
@@ -128,16 +214,42 @@ def make_reward_function(problems: Mapping[str, Problem], verifier: Any,
     return rest_reward
 
 
-def filter_long_prompts(rows: list[dict[str, Any]], tokenizer: Any,
-                        max_prompt_length: int) -> list[dict[str, Any]]:
-    """Drop rows whose prompt exceeds max_prompt_length tokens (TRL 1.x no longer truncates)."""
-    kept = [r for r in rows
-            if len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"])
-            <= max_prompt_length]
-    if len(kept) < len(rows):
-        log.warning("dropped %d of %d GRPO rows whose prompt is longer than %d tokens",
-                    len(rows) - len(kept), len(rows), max_prompt_length)
-    return kept
+GRPO_COLUMNS = ("prompt", "domain", "problem_id", "partial_state")
+
+
+def grpo_dataset(rows: Sequence[Mapping[str, Any]], shuffle_seed: int | None) -> Any:
+    """The training `datasets.Dataset` (the columns the reward reads), shuffled like the seed."""
+    from datasets import Dataset
+
+    missing = [c for c in GRPO_COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"GRPO rows lack the columns {missing} (GRPO_DATA has them)")
+    dataset = Dataset.from_list([{c: r[c] for c in GRPO_COLUMNS} for r in rows])
+    return dataset.shuffle(seed=shuffle_seed) if shuffle_seed is not None else dataset
+
+
+def grpo_trl_config(config: GRPOTrainConfig, output_dir: str | Path,
+                    model_dtype: str | None = None, processes: int | None = None) -> Any:
+    """TRL's `GRPOConfig` for `config`; checks the group batch for this run's processes first."""
+    from trl import GRPOConfig
+
+    check_group_batch(config, num_processes() if processes is None else processes)
+    return GRPOConfig(
+        **shared_trainer_kwargs(config, Path(output_dir), model_dtype),
+        **checkpointing_kwargs(config.gradient_checkpointing),
+        weight_decay=config.weight_decay,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        loss_type=config.loss_type,
+        epsilon=config.epsilon,
+        scale_rewards="group" if config.scale_rewards else "none",
+        use_bias_correction_kl=False,  # TRL 0.18.2's KL gradient
+        use_vllm=config.use_vllm,
+        model_init_kwargs={"dtype": load_dtype(config.deepspeed_config)},
+        disable_tqdm=False,
+    )
 
 
 @dataclass
@@ -146,43 +258,31 @@ class GRPOResult:
 
     model_dir: Path
     rows_used: int
-    rows_dropped_long: int
+    prompts_truncated: int
     log_history: list[dict[str, Any]]
 
 
-def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[str, Problem],
+def train_grpo(model_path: str, rows: list[dict[str, Any]],
+               problems: Mapping[ProblemKey, Problem] | Iterable[Problem],
                verifier: Any, config: GRPOTrainConfig, output_dir: str | Path,
                on_log: Callable[[int, dict[str, float]], None] | None = None) -> GRPOResult:
-    """Train the policy at `model_path` on ReST-GRPO rows; save it to `output_dir/final`."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    """Train the policy at `model_path` on ReST-GRPO rows (GRPO_DATA); save it with its
+    tokenizer to `output_dir/final`. `problems` are keyed by (domain, problem_id)."""
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
 
+    if not rows:
+        raise ValueError("no GRPO rows to train on")
     output_dir = Path(output_dir)
+    args = grpo_trl_config(config, output_dir, checkpoint_dtype(model_path))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
-    usable = filter_long_prompts(rows, tokenizer, config.max_prompt_length)
-    if not usable:
-        raise ValueError("no GRPO rows left to train on (all prompts too long or none given)")
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "problem_id": r["problem_id"],
-                                  "partial_state": r["partial_state"]} for r in usable])
-    trl_config = GRPOConfig(
-        **shared_trainer_kwargs(config, output_dir),
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        beta=config.beta,
-        loss_type=config.loss_type,
-        use_vllm=config.use_vllm,
-        disable_tqdm=False,
-    )
-
-    model = AutoModelForCausalLM.from_pretrained(model_path)
+    usable, cut = truncate_prompts_left(rows, tokenizer, config.max_prompt_length)
     trainer = GRPOTrainer(
-        model=model,
+        model=str(model_path),
         reward_funcs=make_reward_function(problems, verifier, config),
-        args=trl_config,
-        train_dataset=dataset,
+        args=args,
+        train_dataset=grpo_dataset(usable, config.shuffle_seed),
         processing_class=tokenizer,
         callbacks=[forward_logs_callback(on_log)],
     )
@@ -190,8 +290,9 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]], problems: Mapping[st
     trainer.train()
     final = output_dir / "final"
     trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
-    return GRPOResult(final, len(usable), len(rows) - len(usable), trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(final))
+    return GRPOResult(final, len(usable), cut, trainer.state.log_history)
 
 
 def config_params(config: GRPOTrainConfig) -> dict[str, Any]:
