@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from restrl import tracking
-from restrl.sampling import SamplingConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig
 from restrl.stages_eval import EvalConfig
 from tasks.common import make_context
 from tasks.stage1 import load_problems
 from tasks.stage2 import evaluate as evaluate_task
-
-
-def toy_eval() -> EvalConfig:
-    return EvalConfig(sampling=SamplingConfig(n=8, temperature=0.7, max_tokens=96),
-                      ks=[1, 8], best_of_n=[8], mcts_iterations=2, mcts_num_sample=4)
 
 
 class EvaluateParams(BaseModel):
@@ -29,7 +23,8 @@ class EvaluateParams(BaseModel):
         description="Label -> policy model (tiny, a path, a hub id or a policy artifact URI).")
     backend: str = "hf"
     value_model: str | None = Field(None, description="Value model artifact URI or path.")
-    eval: EvalConfig = Field(default_factory=toy_eval)
+    eval: EvalConfig = Field(default_factory=EvalConfig,
+                             description="Methods and budgets (the original's by default).")
     verification: VerifyConfig = Field(default_factory=VerifyConfig)
     store: str | None = None
     experiment: str = "restrl"
@@ -44,7 +39,10 @@ def evaluate(params: EvaluateParams | None = None) -> dict[str, object]:
                       parent_run_id=params.parent_run_id, experiment=params.experiment) as run_id:
         ctx = make_context(params.store, run_id)
         config = params.eval
-        if params.value_model is None and config.reward_model is None:
+        skipped = sorted(set(config.methods) - {"sample"})
+        if skipped and params.value_model is None and config.reward_model is None:
+            get_run_logger().warning("no value_model or reward_model given: skipping %s",
+                                     ", ".join(skipped))
             config = EvalConfig(**{**config.__dict__, "methods": ["sample"]})
         problems = load_problems(ctx, params.problems)
         results = {label: evaluate_task(ctx, label, problems,

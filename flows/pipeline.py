@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from flows.evaluate import EvaluateParams, evaluate, toy_eval
+from flows.evaluate import EvaluateParams, evaluate
 from flows.self_training import SelfTrainingParams, self_training
 from flows.value_model import ValueModelParams, value_model
 from restrl import tracking
@@ -22,16 +24,21 @@ SUMMARY_ROWS = (
 
 
 class PipelineParams(BaseModel):
-    """The whole pipeline's parameters (the UI form): one section per stage."""
+    """The whole pipeline's parameters (the UI form): one section per stage. Defaults are the
+    original code's; `restrl run pipeline --preset toy` (what `restrl demo` runs) gives the
+    small budgets of the CPU demo."""
 
     model: str = Field("tiny", description="Starting policy: tiny, a path, a hub id or a URI.")
     backend: str = "hf"
-    stage1: SelfTrainingParams = Field(
-        default_factory=lambda: SelfTrainingParams(eval_problems=None))
+    stage1: SelfTrainingParams = Field(default_factory=SelfTrainingParams)
     stage2: ValueModelParams = Field(default_factory=ValueModelParams)
+    value_init: Literal["base", "trained"] = Field(
+        "base", description="Checkpoint the value model starts from: the base policy (the "
+                            "original's choice) or the Stage 1 policy. Ignored when "
+                            "stage2.value_base_model is set.")
     eval_problems: ProblemSource = Field(
         default_factory=lambda: ProblemSource(split="test", n=None))
-    eval: EvalConfig = Field(default_factory=toy_eval)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     verification: VerifyConfig = Field(default_factory=VerifyConfig)
     store: str | None = None
     experiment: str = "restrl"
@@ -58,6 +65,8 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
             "verification": params.verification})
         stage2_params.generator.model = policy
         stage2_params.generator.backend = params.backend
+        if stage2_params.value_base_model is None:
+            stage2_params.value_base_model = params.model if params.value_init == "base" else policy
         stage2 = value_model(stage2_params)
         evaluation = evaluate(EvaluateParams(
             problems=params.eval_problems, policies={"base": params.model, "trained": policy},

@@ -16,29 +16,22 @@ from tasks.stage1 import load_problems
 from tasks.stage2 import build_value_data, collect_mcts, train_value_model
 
 
-def toy_mcts() -> MCTSConfig:
-    """A search budget the tiny model finishes in minutes on 2 CPU cores."""
-    return MCTSConfig(iteration_limit=6, num_sample=4, num_decision=3, exploration_constant=0.2,
-                      eps=0.1, temperature=1.0, max_tokens=96)
-
-
-def toy_value_model() -> ValueModelConfig:
-    return ValueModelConfig(learning_rate=1e-3, epochs=3.0, batch_size_per_device=16,
-                            max_length=512, save_steps=0, eval_fraction=0.1)
-
-
 class ValueModelParams(BaseModel):
-    """Stage 2 parameters (the UI form)."""
+    """Stage 2 parameters (the UI form). Defaults are the original code's; `restrl run
+    value-model --preset toy` gives the small budgets of the CPU demo."""
 
-    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(n=64, seed=1),
+    problems: ProblemSource = Field(default_factory=lambda: ProblemSource(seed=1),
                                     description="Problems to search (toy train split).")
     generator: GeneratorSpec = Field(default_factory=GeneratorSpec,
                                      description="The policy that expands the trees.")
-    mcts: MCTSConfig = Field(default_factory=toy_mcts)
+    mcts: MCTSConfig = Field(default_factory=MCTSConfig,
+                             description="The train-phase search that collects value targets.")
     shard_problems: int = Field(8, description="Problems per committed search shard.")
-    value_model: ValueModelConfig = Field(default_factory=toy_value_model)
+    value_model: ValueModelConfig = Field(default_factory=ValueModelConfig,
+                                          description="Value-model training.")
     value_base_model: str | None = Field(
-        None, description="Model the value head starts from (default: the policy).")
+        None, description="Checkpoint the value model starts from. The original starts from "
+                          "the base policy; the pipeline passes it. None: the policy above.")
     verification: VerifyConfig = Field(default_factory=VerifyConfig)
     store: str | None = None
     work_dir: str = ".restrl/work"
@@ -57,7 +50,7 @@ def value_model(params: ValueModelParams | None = None) -> dict[str, object]:
         problems = load_problems(ctx, params.problems)
         nodes, completions = collect_mcts(ctx, problems, params.generator, params.mcts,
                                           params.verification, params.shard_problems)
-        data = build_value_data(ctx, problems, nodes, completions, params.generator.model)
+        data = build_value_data(ctx, problems, nodes, completions)
         vm = train_value_model(ctx, params.value_base_model or params.generator.model, data,
                                params.value_model, str(Path(params.work_dir).resolve()))
     return {"problems": problems.uri, "mcts_nodes": nodes.uri,

@@ -31,7 +31,8 @@ FLOWS = {
     "pipeline": ("flows.pipeline", "pipeline", "PipelineParams"),
 }
 SET_HELP = ("Override one parameter, dotted: --set sampling.n=8 --set grpo.learning_rate=1e-4 "
-            "(values are JSON when they parse as JSON). Repeatable.")
+            "--set problems.0.n=64 (a number picks a list element; values are JSON when they "
+            "parse as JSON). Repeatable.")
 
 DOMAIN_HELP = "Dataset format of --problems: apps, bigcodebench, ds1000, humaneval or toy."
 
@@ -134,7 +135,7 @@ def verify(
     with Verifier(workers or None, limits, isolation, [domain]) as verifier:
         verdicts = _verify_with_progress(verifier, matched, programs)
         isolation_used = verifier.isolation
-    out_rows = [{"row": i, "problem_id": pid, "sample_idx": idx, **v.to_row()}
+    out_rows = [{"row": i, "domain": domain, "problem_id": pid, "sample_idx": idx, **v.to_row()}
                 for i, ((pid, _, idx), v) in enumerate(zip(rows, verdicts, strict=True))]
     try:
         write_rows(out_rows, out)
@@ -253,7 +254,7 @@ def demo(
     typer.echo("restrl demo: the ReST-RL pipeline on the toy domain, tiny model, CPU only")
     typer.echo(f"tiny model: {tiny_model_path()}")
     try:
-        result = run_flow("pipeline", set_, None)
+        result = run_flow("pipeline", set_, None, preset="toy")
     except UsageError as exc:
         _fail(str(exc))
     minutes = (time.perf_counter() - start) / 60
@@ -289,19 +290,46 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`a.b=1` items as a nested dict; values parse as JSON when they can."""
     tree: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
-        dotted, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
+        dotted, value = _split_override(item)
         node = tree
-        parts = dotted.strip().split(".")
+        parts = dotted.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return tree
+
+
+def _split_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+    dotted, raw = item.split("=", 1)
+    try:
+        return dotted.strip(), json.loads(raw)
+    except ValueError:
+        return dotted.strip(), raw
+
+
+def apply_overrides(values: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Set each `a.b=1` item in `values`; a number selects a list element (`problems.0.n=8`)."""
+    for item in items:
+        dotted, value = _split_override(item)
+        node: Any = values
+        parts = dotted.split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UsageError(f"--set {item!r}: {'.'.join(parts[:depth]) or 'value'} "
+                                     f"is a list of {len(node)}; address an element by index")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    return values
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -313,28 +341,41 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def run_flow(name: str, overrides: list[str], params_file: Path | None) -> dict[str, Any]:
-    """Build the flow's typed parameters from defaults, a JSON file and --set items; run it."""
+def run_flow(name: str, overrides: list[str], params_file: Path | None,
+             preset: str = "none") -> dict[str, Any]:
+    """Build the flow's typed parameters from defaults, a preset, a JSON file and --set items
+    (in that order, later ones win); run the flow."""
     import importlib
+
+    from restrl.presets import preset_values
 
     module_name, flow_name, params_name = FLOWS[name]
     module = importlib.import_module(module_name)
     params_model = getattr(module, params_name)
     values = json.loads(params_model().model_dump_json())
+    try:
+        _merge(values, preset_values(preset, name))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if params_file is not None:
         _merge(values, json.loads(params_file.read_text()))
-    _merge(values, parse_overrides(overrides))
+    apply_overrides(values, overrides)
     params = params_model.model_validate(values)
     return getattr(module, flow_name)(params)
+
+
+PRESET_HELP = ("Named parameter overrides applied before --params-file and --set: 'toy' (the "
+               "small CPU budgets of `restrl demo`) or 'none' (the original ReST-RL defaults).")
 
 
 def _flow_command(name: str, doc: str) -> None:
     def command(
         set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
         params_file: Annotated[Path | None, typer.Option(help="JSON file of parameters.")] = None,
+        preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "none",
     ) -> None:
         try:
-            result = run_flow(name, set_, params_file)
+            result = run_flow(name, set_, params_file, preset)
         except UsageError as exc:
             _fail(str(exc))
         typer.echo(json.dumps(result, indent=2, default=str))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from restrl.artifacts import ArtifactRef, ArtifactStore, artifact_key
-from restrl.problems.model import Problem
+from restrl.problems.model import Problem, index_problems
 
 log = logging.getLogger("restrl.stages")
 
@@ -184,6 +184,30 @@ def load_problems(store: ArtifactStore, source: ProblemSource,
     return ref, rejected
 
 
+def merge_problems(store: ArtifactStore, refs: Sequence[ArtifactRef],
+                   run_ids: RunIds | None = None) -> ArtifactRef:
+    """One problems artifact from several problem sets, e.g. the seed's `--domain code` (APPS +
+    BigCodeBench + DS1000 trained as one GRPO data set); each set stays a parent in the lineage.
+
+    One set is returned as it is. A (domain, problem_id) found in two sets is an error: its
+    completions could not be told apart.
+    """
+    from restrl.problems import problems_to_table
+
+    if not refs:
+        raise ValueError("merge_problems needs at least one problems artifact")
+    if len(refs) == 1:
+        return refs[0]
+    params = {"merged_sets": len(refs)}
+    key = artifact_key("problems", params, refs)
+    if (found := store.find("problems", key)) is not None:
+        return found
+    problems = [p for ref in refs for p in read_problems_artifact(store, ref)]
+    index_problems(problems)
+    return store.put_table(problems_to_table(problems), "problems", params, list(refs), key=key,
+                           run_ids=(run_ids or RunIds()).as_dict())
+
+
 def read_problems_artifact(store: ArtifactStore, ref: ArtifactRef) -> list[Problem]:
     from restrl.problems import table_to_problems
 
@@ -298,17 +322,18 @@ def verify_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactR
 
     if not indices:
         return
-    problems = {p.problem_id: p for p in read_problems_artifact(store, problems_ref)}
+    problems = index_problems(read_problems_artifact(store, problems_ref))
     completions = store.read_table(completions_ref).to_pylist()
     pieces = shards(list(enumerate(completions)), config.shard_rows)
-    domains = sorted({p.domain for p in problems.values()})
+    domains = sorted({domain for domain, _ in problems})
     with Verifier(config.workers, config.limits(), domains=domains) as verifier:
         for index in indices:
             piece = pieces[index]
-            verdicts = verifier.verify([problems[c["problem_id"]] for _, c in piece],
+            verdicts = verifier.verify([problems[c["domain"], c["problem_id"]] for _, c in piece],
                                        [c["program"] for _, c in piece])
-            rows = [{"row": row, "problem_id": c["problem_id"], "sample_idx": c["sample_idx"],
-                     **v.to_row()} for (row, c), v in zip(piece, verdicts, strict=True)]
+            rows = [{"row": row, "domain": c["domain"], "problem_id": c["problem_id"],
+                     "sample_idx": c["sample_idx"], **v.to_row()}
+                    for (row, c), v in zip(piece, verdicts, strict=True)]
             store.put_shard(pa.Table.from_pylist(rows, schema=VERDICTS), plan.kind, plan.key,
                             index)
             if on_shard is not None:
@@ -363,17 +388,43 @@ def train_grpo(store: ArtifactStore, model: str, data_ref: ArtifactRef,
     key = artifact_key("policy", params, parents)
     if (found := store.find("policy", key)) is not None:
         return found, store.manifest(found.uri).extra
-    problems: dict[str, Problem] = {}
-    for ref in problems_refs:
-        problems.update({p.problem_id: p for p in read_problems_artifact(store, ref)})
+    problems = index_problems(p for ref in problems_refs
+                              for p in read_problems_artifact(store, ref))
     rows = store.read_table(data_ref).to_pylist()
-    domains = sorted({p.domain for p in problems.values()})
+    domains = sorted({domain for domain, _ in problems})
     with Verifier(verify_config.workers, verify_config.limits(), domains=domains) as verifier:
         result = train(model_path, rows, problems, verifier, config, Path(work_dir) / key,
                        on_log=on_log)
-    extra = {"rows_used": result.rows_used, "rows_dropped_long": result.rows_dropped_long,
+    extra = {"rows_used": result.rows_used, "prompts_truncated": result.prompts_truncated,
              "base_model": model}
     if not is_main_process():  # under `accelerate launch`, rank 0 commits the checkpoint
+        return ArtifactRef(store.uri("policy", key), "", "policy"), extra
+    ref = store.put_model(result.model_dir, "policy", params, parents, key=key,
+                          run_ids=(run_ids or RunIds()).as_dict(), extra=extra)
+    return ref, extra
+
+
+def train_preference(store: ArtifactStore, mode: str, model: str, data_ref: ArtifactRef,
+                     config: Any, work_dir: str | Path, run_ids: RunIds | None = None,
+                     on_log: Callable[[int, dict[str, float]], None] | None = None
+                     ) -> tuple[ArtifactRef, dict[str, Any]]:
+    """Train the policy with DPO (`dpo_data`) or SFT (`sft_data`); a `policy` artifact."""
+    from restrl.training import preference
+
+    trainers = {"dpo": preference.train_dpo, "sft": preference.train_sft}
+    if mode not in trainers:
+        raise ValueError(f"mode must be one of {sorted(trainers)}, got {mode!r}")
+    model_path, model_ref = resolve_model(store, model)
+    params = params_of(config, mode=mode, **model_identity(store, model))
+    parents = [data_ref] + ([model_ref] if model_ref else [])
+    key = artifact_key("policy", params, parents)
+    if (found := store.find("policy", key)) is not None:
+        return found, store.manifest(found.uri).extra
+    rows = store.read_table(data_ref).to_pylist()
+    result = trainers[mode](model_path, rows, config, Path(work_dir) / key, on_log=on_log)
+    extra = {"rows_used": result.rows_used, "prompts_truncated": result.prompts_truncated,
+             "base_model": model, "mode": mode}
+    if not is_main_process():
         return ArtifactRef(store.uri("policy", key), "", "policy"), extra
     ref = store.put_model(result.model_dir, "policy", params, parents, key=key,
                           run_ids=(run_ids or RunIds()).as_dict(), extra=extra)

@@ -25,31 +25,35 @@ METHODS = ("sample", "best_of_n", "vm_mcts")
 
 @dataclass
 class EvalConfig:
-    """What to evaluate (the ReST-RL seed's `eval.py` flags).
+    """What to evaluate (the ReST-RL seed's `eval.py` flags; its defaults).
 
-    methods (list[str], all three): "sample" (pass@k over `sampling.n` samples), "best_of_n"
-        (keep the best-scored of N samples), "vm_mcts" (value-guided MCTS decoding).
-    sampling (SamplingConfig): samples per problem for pass@k; best-of-N reuses them.
-    ks (list[int], [1]): pass@k values to report (k <= sampling.n).
-    best_of_n (list[int], [4]): N values for best-of-N (N <= sampling.n).
-    rm_type (str, "orm"): score whole answers ("orm") or every line prefix, keeping the worst
-        ("prm").
-    reward_model (str | None, None): a Hugging Face sequence-classification reward model to
-        score with instead of restrl's value model.
-    mcts_iterations (int, 2), mcts_num_sample (int, 4), mcts_num_decision (int, 5),
-        mcts_exploration_constant (float, 0.1), mcts_eps (float, 0.1): the VM-MCTS search
-        (test phase); its budget is iterations x num_sample completions per problem.
+    Methods:
+        methods (list[str], all three): "sample" (pass@k over `sampling.n` samples), "best_of_n"
+            (keep the best-scored of N samples), "vm_mcts" (value-guided MCTS decoding).
+    Sampling and best-of-N:
+        sampling (SamplingConfig, n 5): samples per problem for pass@k; best-of-N reuses them
+            (the original's `--num_sample 5`).
+        ks (list[int], [1]): pass@k values to report (k <= sampling.n).
+        best_of_n (list[int], [5]): N values for best-of-N (N <= sampling.n).
+        rm_type (str, "orm"): score whole answers ("orm") or every line prefix, keeping the
+            worst ("prm").
+        reward_model (str | None, None): a Hugging Face sequence-classification reward model
+            to score with instead of restrl's value model.
+    VM-MCTS (test phase; the original's `--method MCTS` flags):
+        mcts_iterations (int, 15), mcts_num_sample (int, 5), mcts_num_decision (int, 5),
+        mcts_exploration_constant (float, 0.1), mcts_eps (float, 0.1): its budget is at most
+        iterations x num_sample completions per problem.
     seed (int, 0).
     """
 
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=8))
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=5))
     ks: list[int] = field(default_factory=lambda: [1])
-    best_of_n: list[int] = field(default_factory=lambda: [4])
+    best_of_n: list[int] = field(default_factory=lambda: [5])
     rm_type: str = "orm"
     reward_model: str | None = None
-    mcts_iterations: int = 2
-    mcts_num_sample: int = 4
+    mcts_iterations: int = 15
+    mcts_num_sample: int = 5
     mcts_num_decision: int = 5
     mcts_exploration_constant: float = 0.1
     mcts_eps: float = 0.1
@@ -83,7 +87,12 @@ def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
     """
     import pyarrow as pa
 
-    from restrl.evaluation import choose_best_of_n, sample_metrics, score_answers
+    from restrl.evaluation import (
+        choose_best_of_n,
+        sample_metrics,
+        score_completions,
+        selection_metrics,
+    )
 
     identity = model_identity(store, generator_spec.model)
     vm_identity = model_identity(store, value_model) if value_model else {}
@@ -100,6 +109,7 @@ def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
     if needs_samples:
         completions_ref = sample(store, problems_ref, generator_spec, config.sampling, run_ids)
         verdicts_ref = verify(store, problems_ref, completions_ref, verify_config, run_ids)
+        problems = read_problems_artifact(store, problems_ref)
         completions = store.read_table(completions_ref).to_pylist()
         verdicts = store.read_table(verdicts_ref).to_pylist()
         for c, v in zip(completions, verdicts, strict=True):
@@ -112,26 +122,21 @@ def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
             rows += [_row(c, "sample", 1, None) for c in completions]
         if "best_of_n" in config.methods:
             scorer = _scorer(store, config, value_model)
-            scores = score_answers(scorer, [c["prompt"] for c in completions],
-                                   [c["code"] for c in completions], config.rm_type)
+            scores = score_completions(scorer, completions, problems, config.rm_type)
             for n in config.best_of_n:
                 if n > config.sampling.n:
                     continue
                 chosen = choose_best_of_n(completions, scores, n)
-                accuracy = sum(bool(c["strict"]) for c in chosen) / max(1, len(chosen))
-                metrics[f"best_of_{n}/accuracy"] = accuracy
-                metrics[f"best_of_{n}/average_accuracy"] = (
-                    sum(c["reward"] for c in chosen) / max(1, len(chosen)))
-                points.append(("best_of_n", n, accuracy))
+                chosen_metrics = selection_metrics(chosen)
+                metrics.update({f"best_of_{n}/{k}": v for k, v in chosen_metrics.items()})
+                points.append(("best_of_n", n, chosen_metrics.get("accuracy", 0.0)))
                 rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
     if "vm_mcts" in config.methods:
         mcts_rows = _vm_mcts(store, problems_ref, generator_spec, value_model, config,
                              verify_config)
-        accuracy = sum(r["strict"] for r in mcts_rows) / max(1, len(mcts_rows))
-        metrics["vm_mcts/accuracy"] = accuracy
-        metrics["vm_mcts/average_accuracy"] = (
-            sum(r["reward"] for r in mcts_rows) / max(1, len(mcts_rows)))
-        points.append(("vm_mcts", config.mcts_budget(), accuracy))
+        chosen_metrics = selection_metrics(mcts_rows)
+        metrics.update({f"vm_mcts/{k}": v for k, v in chosen_metrics.items()})
+        points.append(("vm_mcts", config.mcts_budget(), chosen_metrics.get("accuracy", 0.0)))
         rows += mcts_rows
     from restrl.schemas import EVAL_RESULTS
 
@@ -143,7 +148,8 @@ def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
 
 
 def _row(c: dict[str, Any], method: str, budget: int, score: float | None) -> dict[str, Any]:
-    return {"problem_id": c["problem_id"], "method": method, "budget": budget,
+    return {"domain": c["domain"], "problem_id": c["problem_id"], "method": method,
+            "budget": budget,
             "sample_idx": c.get("sample_idx", 0), "program": c["program"], "score": score,
             "reward": float(c["reward"]), "strict": bool(c["strict"])}
 
@@ -171,15 +177,14 @@ def _vm_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
         trees = run_mcts(problems, generator, tokenizer, scorer, mcts_config)
     finally:
         generator.close()
-    chosen = [best_completion(tree) for tree in trees]
-    by_id = {p.problem_id: p for p in problems}
-    programs = [c.program if c is not None else by_id[t.problem_id].init_code
-                for t, c in zip(trees, chosen, strict=True)]
+    chosen = [best_completion(tree) for tree in trees]  # trees come in the order of problems
+    programs = [c.program if c is not None else p.init_code
+                for p, c in zip(problems, chosen, strict=True)]
     domains = sorted({p.domain for p in problems})
     with Verifier(verify_config.workers, verify_config.limits(), domains=domains) as verifier:
-        verdicts = verifier.verify([by_id[t.problem_id] for t in trees], programs)
-    return [{"problem_id": t.problem_id, "method": "vm_mcts", "budget": config.mcts_budget(),
-             "sample_idx": 0, "program": program,
+        verdicts = verifier.verify(problems, programs)
+    return [{"domain": p.domain, "problem_id": p.problem_id, "method": "vm_mcts",
+             "budget": config.mcts_budget(), "sample_idx": 0, "program": program,
              "score": c.reward if c is not None else None, "reward": v.reward,
              "strict": v.strict}
-            for t, c, program, v in zip(trees, chosen, programs, verdicts, strict=True)]
+            for p, c, program, v in zip(problems, chosen, programs, verdicts, strict=True)]

@@ -80,9 +80,10 @@ def collect_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec
 
 
 def build_value_data(store: ArtifactStore, problems_ref: ArtifactRef, nodes_ref: ArtifactRef,
-                     completions_ref: ArtifactRef, model: str,
+                     completions_ref: ArtifactRef,
                      run_ids: RunIds | None = None) -> tuple[ArtifactRef, dict[str, float]]:
-    """Reward rows (prompt, answer, reward, source) from the recorded trees (DESIGN step 6)."""
+    """Reward rows (problem text, full state, reward, source) from the recorded trees
+    (DESIGN step 6)."""
     from restrl.search import tables_to_trees, value_data
 
     parents = [problems_ref, nodes_ref, completions_ref]
@@ -92,8 +93,7 @@ def build_value_data(store: ArtifactStore, problems_ref: ArtifactRef, nodes_ref:
         return found, store.manifest(found.uri).extra.get("stats", {})
     problems = read_problems_artifact(store, problems_ref)
     trees = tables_to_trees(store.read_table(nodes_ref), store.read_table(completions_ref))
-    model_path, _ = resolve_model(store, model)
-    table = value_data(trees, problems, load_tokenizer(model_path))
+    table = value_data(trees, problems)
     sources = table.column("source").to_pylist()
     rewards = table.column("reward").to_pylist()
     stats = {

@@ -1,4 +1,4 @@
-"""Stage 1 tasks: load problems, sample, verify, build ReST data, train GRPO."""
+"""Stage 1 tasks: load problems, sample, verify, build ReST data, train the policy."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from restrl.rest import RestDataConfig
 from restrl.sampling import SamplingConfig
 from restrl.stages import GeneratorSpec, ProblemSource, VerifyConfig
 from restrl.training.grpo import GRPOTrainConfig
+from restrl.training.preference import DPOTrainConfig, SFTTrainConfig
 from tasks.common import CACHE, RunContext, dask_address, publish, step_logger
 
 
@@ -24,6 +25,20 @@ def load_problems(ctx: RunContext, source: ProblemSource) -> ArtifactRef:
     logger.info("%d %s problems -> %s", ref.rows, source.domain, ref.uri)
     publish(ref, f"{source.domain} problems", {"problems": ref.rows, "set_aside": len(rejected)})
     return ref
+
+
+@task(name="merge-problem-sets", cache_policy=CACHE, persist_result=True)
+def merge_problems(ctx: RunContext, sets: list[ArtifactRef]) -> ArtifactRef:
+    ref = stages.merge_problems(ctx.store(), sets, ctx.run_ids())
+    get_run_logger().info("%d problems from %d sets -> %s", ref.rows, len(sets), ref.uri)
+    publish(ref, "problems", {"problems": ref.rows, "sets": len(sets)})
+    return ref
+
+
+def load_problem_sets(ctx: RunContext, sources: list[ProblemSource]) -> ArtifactRef:
+    """Each problem set as its own artifact, then one artifact of all (parents: the sets)."""
+    refs = [load_problems(ctx, source) for source in sources]
+    return refs[0] if len(refs) == 1 else merge_problems(ctx, refs)
 
 
 @task(name="plan-shards")
@@ -102,22 +117,27 @@ def build_rest_data(ctx: RunContext, problems: ArtifactRef, completions: Artifac
     return ref
 
 
-@task(name="train-grpo", cache_policy=CACHE, persist_result=True)
-def train_grpo(ctx: RunContext, model: str, data: ArtifactRef, problems: list[ArtifactRef],
-               config: GRPOTrainConfig, verify_config: VerifyConfig, work_dir: str
-               ) -> ArtifactRef:
-    """A nested MLflow run with per-step metrics; the checkpoint is a `policy` artifact."""
+@task(name="train-policy", cache_policy=CACHE, persist_result=True)
+def train_policy(ctx: RunContext, mode: str, model: str, data: ArtifactRef,
+                 problems: list[ArtifactRef], config: GRPOTrainConfig | DPOTrainConfig
+                 | SFTTrainConfig, verify_config: VerifyConfig, work_dir: str) -> ArtifactRef:
+    """GRPO, DPO or SFT (by the ReST data mode) as a nested MLflow run with per-step metrics;
+    the checkpoint is a `policy` artifact."""
     store = ctx.store()
     logger = get_run_logger()
-    with tracking.run("train-grpo", stages.params_of(config, base_model=model),
+    with tracking.run(f"train-{mode}", stages.params_of(config, base_model=model),
                       parent_run_id=ctx.mlflow_parent_run_id) as run_id:
-        tracking.log_input(run_id, data.uri, data.sha256, "grpo_data")
-
-        ref, extra = stages.train_grpo(store, model, data, problems, config, verify_config,
-                                       Path(work_dir), ctx.run_ids(run_id),
-                                       on_log=step_logger(run_id))
+        tracking.log_input(run_id, data.uri, data.sha256, f"{mode}_data")
+        if mode == "grpo":
+            ref, extra = stages.train_grpo(store, model, data, problems, config, verify_config,
+                                           Path(work_dir), ctx.run_ids(run_id),
+                                           on_log=step_logger(run_id))
+        else:
+            ref, extra = stages.train_preference(store, mode, model, data, config,
+                                                 Path(work_dir), ctx.run_ids(run_id),
+                                                 on_log=step_logger(run_id))
         tracking.set_tags(run_id, {"restrl.policy_uri": ref.uri})
     logger.info("policy -> %s (%s)", ref.uri, extra)
-    publish(ref, "ReST-GRPO policy", {"rows_used": extra.get("rows_used", 0)})
+    publish(ref, f"ReST {mode.upper()} policy", {"rows_used": extra.get("rows_used", 0)})
     return ref
 

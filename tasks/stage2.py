@@ -31,8 +31,8 @@ def collect_mcts(ctx: RunContext, problems: ArtifactRef, generator: GeneratorSpe
 
 @task(name="build-value-data", cache_policy=CACHE, persist_result=True)
 def build_value_data(ctx: RunContext, problems: ArtifactRef, nodes: ArtifactRef,
-                     completions: ArtifactRef, model: str) -> ArtifactRef:
-    ref, stats = stages_value.build_value_data(ctx.store(), problems, nodes, completions, model,
+                     completions: ArtifactRef) -> ArtifactRef:
+    ref, stats = stages_value.build_value_data(ctx.store(), problems, nodes, completions,
                                                ctx.run_ids())
     get_run_logger().info("value data: %s -> %s", stats, ref.uri)
     if ctx.mlflow_parent_run_id:

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 TINY_BUDGET = {
     "stage1": {
-        "problems": {"n": 4},
+        "problems": [{"domain": "toy", "split": "train", "n": 4}],
         "sampling": {"n": 4, "max_tokens": 48, "shard_problems": 4},
         "grpo": {"max_steps": 1, "num_generations": 4, "batch_size_per_device": 8,
                  "max_completion_length": 48},
@@ -28,21 +28,23 @@ TINY_BUDGET = {
 }
 
 
+def deep_merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def tiny_pipeline_params() -> dict:
-    """PipelineParams' full JSON with TINY_BUDGET merged in (what a user would paste)."""
+    """PipelineParams' full JSON with the toy preset and TINY_BUDGET merged in (what a user
+    would paste)."""
     from flows.pipeline import PipelineParams
+    from restrl.presets import preset_values
 
     values = json.loads(PipelineParams().model_dump_json())
-    for section, overrides in TINY_BUDGET.items():
-        if isinstance(values.get(section), dict):
-            for key, value in overrides.items():
-                if isinstance(value, dict):
-                    values[section].setdefault(key, {}).update(value)
-                else:
-                    values[section][key] = value
-        else:
-            values[section] = overrides
-    return values
+    return deep_merge(deep_merge(values, preset_values("toy", "pipeline")), TINY_BUDGET)
 
 
 @pytest.fixture(scope="module")
