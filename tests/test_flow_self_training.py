@@ -177,3 +177,30 @@ def test_self_training_flow_on_s3_and_an_mlflow_server(prefect_harness, s3_bucke
             / "config.json").exists()
     run = MlflowClient(mlflow_server).get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED" and "verify/mean_reward" in run.data.metrics
+
+
+@pytest.mark.parametrize("mode", ["dpo", "sft"])
+def test_self_training_with_rest_mode_dpo_or_sft_trains_that_policy(prefect_harness, tmp_path,
+                                                                    monkeypatch, mode):
+    """`restrl run self-training --preset toy --set rest.mode=dpo|sft` end to end."""
+    from mlflow.tracking import MlflowClient
+
+    from restrl import tracking
+    from restrl.cli import run_flow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store_root = str(tmp_path / "artifacts")
+    result = run_flow("self-training", [
+        f"rest.mode={mode}", "problems.0.n=16", "sampling.n=4", "sampling.max_tokens=48",
+        "eval_problems=null", f"{mode}.max_steps=2", f"store={store_root}",
+        f"work_dir={tmp_path / 'work'}", "verification.workers=2"], None, preset="toy")
+    store = ArtifactStore(store_root)
+    assert store.read_table(result[f"{mode}_data"]).num_rows > 0
+    lineage = store.lineage(result["policy"])
+    assert [p["kind"] for p in lineage["parents"]][0] == f"{mode}_data"
+    assert (store.model_path(result["policy"]) / "config.json").exists()
+    client = MlflowClient(tracking.tracking_uri())
+    parent = client.get_run(result["mlflow_run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert [c.info.run_name for c in children] == [f"train-{mode}"]
