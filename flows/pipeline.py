@@ -32,6 +32,10 @@ class PipelineParams(BaseModel):
     backend: str = "hf"
     stage1: SelfTrainingParams = Field(default_factory=SelfTrainingParams)
     stage2: ValueModelParams = Field(default_factory=ValueModelParams)
+    mcts_policy: Literal["trained", "base"] = Field(
+        "trained", description="Policy that expands the Stage 2 trees: the Stage 1 policy (the "
+                               "one VM-MCTS decodes with) or the base policy (the original "
+                               "README's Stage 2 command).")
     value_init: Literal["base", "trained"] = Field(
         "base", description="Checkpoint the value model starts from: the base policy (the "
                             "original's choice) or the Stage 1 policy. Ignored when "
@@ -63,7 +67,7 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
         stage2_params = params.stage2.model_copy(deep=True, update={
             "store": params.store, "parent_run_id": run_id, "experiment": params.experiment,
             "verification": params.verification})
-        stage2_params.generator.model = policy
+        stage2_params.generator.model = policy if params.mcts_policy == "trained" else params.model
         stage2_params.generator.backend = params.backend
         if stage2_params.value_base_model is None:
             stage2_params.value_base_model = params.model if params.value_init == "base" else policy
