@@ -39,14 +39,23 @@ def sample_problems(problems: Sequence[Problem], generator: Generator, tokenizer
     seed = config.seed if seed is None else seed
     for start in range(0, len(problems), config.problems_per_call):
         batch = problems[start:start + config.problems_per_call]
-        prompts = [format_prompt(p, tokenizer) for p in batch]
-        stops = sorted({s for p in batch for s in stop_strings(p.domain)})
-        gen_config = GenerationConfig(n=config.n, temperature=config.temperature,
-                                      top_p=config.top_p, max_tokens=config.max_tokens,
-                                      stop=tuple(stops), seed=seed + start)
-        result = generator.generate(prompts, gen_config)
-        per_prompt_tokens = result.prompt_tokens // max(1, len(batch))
-        for problem, prompt, samples in zip(batch, prompts, result.samples, strict=True):
+        # One call per stop set: a union would cut an APPS sample at DS1000's "END SOLUTION".
+        by_stops: dict[tuple[str, ...], list[int]] = {}
+        for offset, problem in enumerate(batch):
+            by_stops.setdefault(tuple(stop_strings(problem.domain)), []).append(offset)
+        results: dict[int, tuple[str, list[Any], int]] = {}
+        for stops, offsets in by_stops.items():
+            group = [batch[i] for i in offsets]
+            prompts = [format_prompt(p, tokenizer) for p in group]
+            gen_config = GenerationConfig(n=config.n, temperature=config.temperature,
+                                          top_p=config.top_p, max_tokens=config.max_tokens,
+                                          stop=stops, seed=seed + start + offsets[0])
+            result = generator.generate(prompts, gen_config)
+            per_prompt_tokens = result.prompt_tokens // max(1, len(group))
+            for i, prompt, samples in zip(offsets, prompts, result.samples, strict=True):
+                results[i] = (prompt, samples, per_prompt_tokens)
+        for offset, problem in enumerate(batch):
+            prompt, samples, per_prompt_tokens = results[offset]
             for idx, sample in enumerate(samples):
                 code, _ = postprocess(sample.text, problem.domain)
                 rows.append({

@@ -30,14 +30,15 @@ class ProblemSource:
     domain (str, "toy"): apps, bigcodebench, ds1000, humaneval or toy.
     path (str | None): the dataset file (toy: generated, no file; humaneval: package default).
     split (str, "train"): toy split ("train" or "test"); ignored for files.
-    n (int | None, 32): first n problems (toy: n generated problems); None = all.
+    n (int | None, None): first n problems (toy: n generated problems); None = all, as the
+        original processes every problem of its files.
     seed (int, 0): toy generator seed.
     """
 
     domain: str = "toy"
     path: str | None = None
     split: str = "train"
-    n: int | None = 32
+    n: int | None = None
     seed: int = 0
 
 

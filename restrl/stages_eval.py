@@ -178,8 +178,8 @@ def _vm_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
     finally:
         generator.close()
     chosen = [best_completion(tree) for tree in trees]  # trees come in the order of problems
-    programs = [c.program if c is not None else p.init_code
-                for p, c in zip(problems, chosen, strict=True)]
+    # A search that valued nothing answers with an empty program, as the original's.
+    programs = [c.program if c is not None else "" for c in chosen]
     domains = sorted({p.domain for p in problems})
     with Verifier(verify_config.workers, verify_config.limits(), domains=domains) as verifier:
         verdicts = verifier.verify(problems, programs)

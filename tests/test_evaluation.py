@@ -38,8 +38,17 @@ def test_sample_metrics_average_over_problems():
     assert metrics["pass@2"] == pytest.approx((1.0 + 0.0) / 2)
     assert metrics["average_accuracy"] == pytest.approx(1.5 / 4)
     assert metrics["strict_accuracy"] == pytest.approx(0.25)
-    assert selection_metrics(rows[:1] + rows[2:3]) == {"accuracy": 0.5, "average_accuracy": 0.5,
-                                                       "problems": 2.0}
+    assert selection_metrics(rows[:1] + rows[2:3]) == {
+        "accuracy": 0.5, "strict_accuracy": 0.5, "average_accuracy": 0.5, "problems": 2.0}
+
+
+def test_accuracies_are_per_problem_then_averaged_over_problems():
+    """As the original's evaluation: a problem with more samples does not weigh more."""
+    rows = [{"domain": "apps", "problem_id": "1", "reward": 1.0, "strict": True}] * 3 + [
+        {"domain": "ds1000", "problem_id": "1", "reward": 0.0, "strict": False}]
+    metrics = sample_metrics(rows)
+    assert metrics["average_accuracy"] == metrics["strict_accuracy"] == 0.5
+    assert metrics["problems"] == 2.0  # the same id in two domains is two problems
 
 
 class LengthScorer:

@@ -370,7 +370,7 @@ def test_problems_with_the_same_id_in_two_domains_each_get_their_own_samples():
         samples(a, [(WRONG, 0.0), ("apps_line = 1\n", 1.0)]),
         samples(d, [("r = 0\n", 0.0), ("ds_line = 1\n", 1.0)]),
     )
-    out, stats = build_rest_data([d, a], rows, RestDataConfig(extract_all_lines=True))
+    out, stats = build_rest_data([a, d], rows, RestDataConfig(extract_all_lines=True))
     assert list(zip(column(out, "domain"), column(out, "partial_state"), strict=True)) == [
         ("apps", INIT),
         ("apps", INIT + "apps_line = 1\n"),

@@ -114,3 +114,31 @@ def test_multi_domain_stage1_rewards_each_completion_against_its_own_problem(tmp
                         domain=[r["domain"] for r in base_rows],
                         partial_state=[r["partial_state"] for r in base_rows])
     assert [round(s, 6) for s in scores] == [1.001] * 3
+
+
+class RecordingGenerator:
+    """Answers every prompt with a fixed text and records each call's prompts and stops."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, tuple[str, ...]]] = []
+
+    def generate(self, prompts, config):
+        from restrl.generation import GenerationResult, Sample
+
+        self.calls.append((len(prompts), tuple(config.stop)))
+        return GenerationResult([[Sample("x = 1\n", 3, "stop")] * config.n for _ in prompts])
+
+
+def test_sampling_a_mixed_batch_makes_one_call_per_stop_set(tmp_path):
+    from restrl.prompts import stop_strings
+    from restrl.sampling import SamplingConfig, sample_problems
+
+    store = ArtifactStore(str(tmp_path))
+    _, merged = load_sets(store)
+    problems = stages.read_problems_artifact(store, merged)
+    generator = RecordingGenerator()
+    rows = sample_problems(problems, generator, None, SamplingConfig(n=2))
+    assert sorted(generator.calls) == sorted([(2, tuple(stop_strings("apps"))),
+                                              (1, tuple(stop_strings("ds1000")))])
+    assert [(r["domain"], r["sample_idx"]) for r in rows] == [
+        (d, i) for d in DOMAINS for i in (0, 1)]

@@ -534,3 +534,18 @@ def test_search_with_the_real_verifier_on_a_toy_problem():
     assert all(c.program == reference and c.reward == 1.0 and c.verified
                for n in tree.nodes for c in n.completions)
     assert (tree.root.visits, tree.root.value) == (6, 1.0)
+
+
+def test_vm_mcts_answer_ties_go_to_the_first_completion_in_depth_first_order():
+    """Depth first, node 3 (under node 1) comes before node 2, though node 2 was created
+    first: the original sorts its preorder list of completions stably by score."""
+    from restrl.search.mcts import Completion, Node, Tree, best_completion
+
+    nodes = [Node(0, -1, 0, "", ""), Node(1, 0, 1, "a\n", "a\n"), Node(2, 0, 1, "b\n", "b\n"),
+             Node(3, 1, 2, "c\n", "a\nc\n")]
+    nodes[0].children = [1, 2]
+    nodes[1].children = [3]
+    nodes[2].completions = [Completion("b\nlate\n", 0.5)]
+    nodes[3].completions = [Completion("a\nc\nfirst\n", 0.5)]
+    tree = Tree("toy", "p", nodes)
+    assert best_completion(tree).program == "a\nc\nfirst\n"

@@ -63,12 +63,15 @@ def sample_metrics(rows: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1,)) 
 
 
 def selection_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Metrics of one chosen answer per problem (best-of-N, VM-MCTS): accuracy of the choice."""
+    """Metrics of one chosen answer per problem (best-of-N, VM-MCTS): strict accuracy of the
+    choice (also as `accuracy`) and its average accuracy (mean reward)."""
     chosen = list(rows)
     if not chosen:
         return {}
+    strict = sum(bool(r["strict"]) for r in chosen) / len(chosen)
     return {
-        "accuracy": sum(bool(r["strict"]) for r in chosen) / len(chosen),
+        "accuracy": strict,
+        "strict_accuracy": strict,
         "average_accuracy": sum(float(r["reward"]) for r in chosen) / len(chosen),
         "problems": float(len(chosen)),
     }

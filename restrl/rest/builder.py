@@ -5,9 +5,9 @@ Pure functions over pyarrow tables and dataclasses. The input `samples` table is
 completions table joined with its verdicts (`join_samples`): one row per (domain, problem_id,
 sample_idx) with at least `code` (the sample cut at its first stop, continuing the problem's
 init_code) and `reward`. A problem is known by (domain, problem_id): ids repeat across problem
-sets. Samples are sorted by (domain, problem_id, sample_idx) and problems by (domain,
-problem_id) before anything else, so the output depends neither on the input's row order nor
-on the order of `problems`.
+sets. Samples are sorted by (domain, problem_id, sample_idx) before anything else, so the output
+does not depend on the samples' row order; rows follow the order of `problems` (the original
+writes them in its data files' order).
 """
 
 from __future__ import annotations
@@ -137,14 +137,14 @@ def group_samples(samples: pa.Table) -> dict[ProblemKey, list[Sample]]:
 def _problems_by_key(
     problems: Sequence[Problem], groups: dict[ProblemKey, list[Sample]]
 ) -> dict[ProblemKey, Problem]:
-    """Problems by (domain, problem_id) in sorted order; a repeated key or samples of an
-    unknown problem are errors."""
+    """Problems by (domain, problem_id) in the order given (the original writes rows in its
+    problems' file order); a repeated key or samples of an unknown problem are errors."""
     by_key = index_problems(problems)
     unknown = sorted(set(groups) - set(by_key))
     if unknown:
         examples = ["/".join(key) for key in unknown[:5]]
         raise ValueError(f"samples of {len(unknown)} unknown problems, e.g. {examples}")
-    return dict(sorted(by_key.items()))
+    return by_key
 
 
 # ---------------------------------------------------------------------------------------------

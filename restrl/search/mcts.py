@@ -337,9 +337,10 @@ def backpropagate(tree: Tree, node: Node, visits: int, value: float) -> None:
 
 
 def best_completion(tree: Tree) -> Completion | None:
-    """The stored completion with the highest reward (the first stored on a tie): the answer of
-    a test-phase search. None when nothing has been valued."""
-    valued = [c for node in tree.nodes for c in node.completions if c.reward is not None]
+    """The stored completion with the highest reward, the first in depth-first node order on a
+    tie (as the original's stable sort over its preorder list): the answer of a test-phase
+    search. None when nothing has been valued."""
+    valued = [c for node in tree.preorder() for c in node.completions if c.reward is not None]
     return max(valued, key=lambda c: c.reward or 0.0) if valued else None
 
 

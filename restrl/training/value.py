@@ -719,7 +719,7 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     import torch
     from transformers import AutoTokenizer, TrainingArguments
 
-    from restrl.training.trainer_args import shared_trainer_kwargs
+    from restrl.training.trainer_args import checkpoint_dtype, load_dtype, shared_trainer_kwargs
 
     output_dir = Path(output_dir)
     examples = value_examples(rows)
@@ -743,7 +743,7 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     # TrainingArguments come before the model: under ZeRO-3 they make from_pretrained load the
     # weights already partitioned across ranks (deepspeed.zero.Init).
     args = TrainingArguments(
-        **shared_trainer_kwargs(config, output_dir),
+        **shared_trainer_kwargs(config, output_dir, checkpoint_dtype(base_model_path)),
         per_device_eval_batch_size=config.eval_batch_size or config.batch_size_per_device,
         weight_decay=config.weight_decay,
         eval_strategy="steps" if keep_best else "no",
@@ -759,7 +759,9 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     )
 
     torch.manual_seed(config.seed)  # the new head's initialisation
-    model = build_value_model(base_model_path, config.rm_class, tokenizer.pad_token_id)
+    # fp32 weights without DeepSpeed (bf16 AdamW steps would round lr 1e-7 updates away).
+    model = build_value_model(base_model_path, config.rm_class, tokenizer.pad_token_id,
+                              dtype=load_dtype(config.deepspeed_config))
 
     from restrl.training.callbacks import forward_logs_callback, quiet_progress
 
