@@ -5,21 +5,33 @@ the child's stdin, drains its stdout/stderr continuously, enforces the wall cloc
 output limit, kills everything the child started, and answers one JSON line on stdout.
 Forking a warm interpreter costs a few milliseconds; starting one costs ~20 ms plus imports.
 
+Untrusted code (programs, and test code too) is compiled with `dont_inherit=True`, so this
+module's `from __future__ import annotations` never changes its meaning.
+
 Where a verdict depends on assertions that run inside the child (HumanEval `check`, BigCodeBench
 `TestCases`, DS1000 `test_execution`), the child reports through a *vault*: an audit hook
-installed before the untrusted code runs. Its closure holds a per-job token read from a pipe
-that is closed right after, a snapshot of `builtins`/`unittest`/test-library attributes, and the
-list of test outcomes. Only reports raised by this module's own driver frames (checked by code
-identity, on the main thread, with no foreign frame on the stack) are recorded; the summary is
-written with the token, which the program cannot read (gc and memory introspection are blocked
-by the hook), so a program cannot forge a pass by exiting early, writing to our pipe, or
-patching unittest/builtins (the snapshot check turns that into an `invalid` verdict).
+installed before the program runs. Its closure, which no Python object refers to, holds a per-job
+token read from a pipe that is closed right after, a snapshot of `builtins`, `unittest`,
+`contextlib`, test-library and test-code attributes, and the tally of test outcomes. Only reports
+raised by trusted frames are counted (checked by code identity, on the main thread, every frame
+between the report and the job's root trusted: this module's drivers, and for unittest also the
+`unittest`/`contextlib` internals and the task's test code); the summary is written with the
+token, which the program cannot read (gc and memory introspection are blocked by the hook). So a
+program cannot forge a pass by exiting early, writing to our pipe, calling the reporting
+functions, or patching unittest/builtins/the test code (the snapshot check turns that into an
+`invalid` verdict). For BigCodeBench the driver also counts the tests before the program exists,
+and a test passes only on a positive report of its success, so suppressing a report only loses.
+
+Known limit: a program that walks the interpreter's frames (`sys._getframe().f_back...`) to the
+harness's objects, or returns an object with a forged `__eq__` to a unittest assertion, is not
+stopped (the original harness stops neither, nor much else).
 """
 
 from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import errno
 import json
 import os
@@ -29,14 +41,24 @@ import signal
 import sys
 import time
 import traceback
+import types
+import unittest
+import unittest.case
+import unittest.loader
+import unittest.mock
+import unittest.result
+import unittest.suite
 
 RESULT_FD = 3
 TOKEN_FD = 4
+EXIT_SYSTEM_EXIT = 112  # a script raised SystemExit with a non-zero status
 EXIT_MEMORY = 113
 EXIT_SETUP = 114
 _CHUNK = 65536
 
-# Audit events that would let the program read or rewrite harness memory.
+# Audit events that would let the program read or rewrite harness memory. Looking a symbol up
+# (`ctypes.dlsym`) stays allowed: `import torch` does it (through dill), and a symbol's address
+# is of no use without calling it or reading through it, both blocked.
 _BLOCKED_EVENTS = frozenset(
     {
         "gc.get_objects",
@@ -45,8 +67,6 @@ _BLOCKED_EVENTS = frozenset(
         "sys._current_frames",
         "sys.settrace",
         "sys.setprofile",
-        "ctypes.dlsym",
-        "ctypes.dlsym/handle",
         "ctypes.cdata",
         "ctypes.string_at",
         "ctypes.wstring_at",
@@ -54,9 +74,13 @@ _BLOCKED_EVENTS = frozenset(
         "ctypes.call_function",
     }
 )
+# Modules whose functions may stand between a unittest report and the driver, and whose
+# attributes (and classes' attributes) the program must not replace.
+_UNITTEST_INTERNALS = (unittest, unittest.case, unittest.suite, unittest.result, unittest.loader,
+                       contextlib)
 
 
-# ----------------------------------------------------------------------------- child side
+# ----------------------------------------------------------------------------- child side: values
 
 
 def _plain(value: object, depth: int = 0) -> object:
@@ -82,61 +106,204 @@ def _plain(value: object, depth: int = 0) -> object:
     raise TypeError(f"return value of type {t.__name__} is not plain data")
 
 
-def _to_json_value(value: object) -> object:
-    """Strict JSON form of a call-based result: tuples become lists (as the APPS harness does)."""
-    value = _plain(value)
-
-    def conv(v: object) -> object:
-        if isinstance(v, (list, tuple)):
-            return [conv(x) for x in v]
-        if isinstance(v, dict):
-            if not all(type(k) is str for k in v):
-                raise TypeError("dict keys must be str")
-            return {k: conv(x) for k, x in v.items()}
-        if isinstance(v, (set, frozenset, bytes, complex)):
-            raise TypeError(f"{type(v).__name__} is not a JSON value")
-        return v
-
-    return conv(value)
+_SCALARS = (bool, int, float, str)
 
 
-def _snapshot(modules: list[object]) -> list[tuple[object, dict]]:
+def encode_value(value: object, depth: int = 0) -> object:
+    """JSON form of an APPS call-based value (arguments to the child, results from it).
+
+    Exact types only, so a subclass with a forged `__eq__` never reaches the comparison; tuples
+    become lists (as the APPS harness compares them); numpy scalars (`np.int64(3)`, which the
+    original's `==` accepts) become Python numbers; a dict becomes `{"d": [[key, value], ...]}`
+    so that int keys survive JSON. Sets, bytes, complex and other objects raise TypeError.
+    """
+    if depth > 100:
+        raise TypeError("value nested too deeply")
+    t = type(value)
+    if value is None or t in _SCALARS:
+        return value
+    if t.__module__ == "numpy" and t in _numpy_scalar_types():
+        return encode_value(value.item(), depth + 1)  # type: ignore[attr-defined]
+    if t is list or t is tuple:
+        return [encode_value(v, depth + 1) for v in value]  # type: ignore[attr-defined]
+    if t is dict:
+        pairs = []
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if not (key is None or type(key) in _SCALARS):
+                raise TypeError(f"a dict key of type {type(key).__name__} is not plain data")
+            pairs.append([key, encode_value(item, depth + 1)])
+        return {"d": pairs}
+    raise TypeError(f"a value of type {t.__name__} is not plain data")
+
+
+def _numpy_scalar_types() -> frozenset:
+    """numpy's own bool/int/float scalar types, if numpy is loaded (subclasses are not)."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return frozenset()
+    names = ("bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+             "float16", "float32", "float64", "longlong", "ulonglong", "longdouble")
+    return frozenset(t for t in (getattr(np, n, None) for n in names) if isinstance(t, type))
+
+
+def decode_value(data: object) -> object:
+    """The value `encode_value` encoded; ValueError for anything it does not produce."""
+    t = type(data)
+    if data is None or t in _SCALARS:
+        return data
+    if t is list:
+        return [decode_value(v) for v in data]  # type: ignore[attr-defined]
+    if t is dict and list(data) == ["d"] and type(data["d"]) is list:  # type: ignore[index]
+        out = {}
+        for pair in data["d"]:  # type: ignore[index]
+            if type(pair) is not list or len(pair) != 2 or not (
+                    pair[0] is None or type(pair[0]) in _SCALARS):
+                raise ValueError("malformed encoded dict")
+            out[pair[0]] = decode_value(pair[1])
+        return out
+    raise ValueError(f"not an encoded value: {t.__name__}")
+
+
+# ----------------------------------------------------------------------------- child side: vault
+
+
+def _is_behaviour(value: object) -> bool:
+    """Methods, descriptors, classes and modules: what a program would swap to change a test."""
+    return callable(value) or isinstance(value, types.ModuleType) or hasattr(type(value), "__get__")
+
+
+def _snapshot(harness: list[object], library: list[object],
+              behaviour_only: tuple[object, ...] = ()) -> list[tuple]:
+    """For each guarded module, class or namespace dict: its live attributes and what to compare.
+
+    `library` objects (builtins, numpy, math, ...) are those tests legitimately patch for a
+    test or a class (`patch("builtins.open")`): they are compared only after the tests. Objects
+    in `behaviour_only` (the test code's classes and namespace, whose data attributes setUpClass
+    may set) keep only their methods, classes and modules. For a class, the methods its bases
+    define are recorded too: adding one (an override the class did not have, such as
+    `TestCases.assertEqual = ...`) is tampering.
+    """
     snap = []
-    for mod in modules:
-        snap.append((mod, dict(vars(mod))))
+    for is_library, objects in ((True, library), (False, harness)):
+        for obj in objects:
+            live = obj if type(obj) is dict else vars(obj)
+            saved = dict(live)
+            if any(obj is b for b in behaviour_only):
+                saved = {k: v for k, v in saved.items() if _is_behaviour(v)}
+            inherited: frozenset = frozenset()
+            if isinstance(obj, type):
+                inherited = frozenset(name for base in obj.__mro__[1:]
+                                      for name, v in vars(base).items()
+                                      if name not in live and _is_behaviour(v))
+            label = "the test code" if type(obj) is dict else getattr(obj, "__name__", "?")
+            snap.append((live, saved, inherited, label, is_library))
     return snap
 
 
-def _snapshot_changed(snap: list[tuple[object, dict]]) -> str:
-    for obj, attrs in snap:
-        now = vars(obj)
-        for key, val in attrs.items():  # additions are fine (lazy submodules, registries)
-            if key not in now:
-                return f"{getattr(obj, '__name__', obj)}.{key} was deleted"
-            if now[key] is not val:
-                return f"{getattr(obj, '__name__', obj)}.{key} was replaced"
+def _snapshot_changed(snap: list[tuple], with_library: bool) -> str:
+    """What changed since the snapshot, or "". Calls no builtin, which may be what changed."""
+    for live, saved, inherited, label, is_library in snap:
+        if is_library and not with_library:
+            continue
+        for key, val in saved.items():  # other additions are fine (lazy submodules, registries)
+            if key not in live:
+                return f"{label}.{key} was deleted"
+            if live[key] is not val:
+                return f"{label}.{key} was replaced"
+        for key in inherited:
+            if key in live:
+                return f"{label}.{key} was added over an inherited method"
     return ""
 
 
-def _guarded_objects() -> list[object]:
-    """Objects whose attributes the program must not replace: builtins, unittest, test libs."""
-    import unittest
-    import unittest.case
-    import unittest.mock
-
-    objs: list[object] = [builtins, unittest, unittest.case, unittest.case.TestCase, unittest.mock]
-    for name in ("numpy.testing", "pandas.testing", "math"):
+def _guarded_objects() -> tuple[list[object], list[object]]:
+    """What the program must not replace: the harness (unittest, contextlib) and test libraries."""
+    harness: list[object] = [unittest.mock]
+    for mod in _UNITTEST_INTERNALS:
+        harness.append(mod)
+        harness.extend(v for v in vars(mod).values()
+                       if isinstance(v, type) and v.__module__ == mod.__name__)
+    library: list[object] = [builtins]
+    for name in ("numpy", "numpy.testing", "pandas.testing", "math"):
         mod = sys.modules.get(name)
         if mod is not None:
-            objs.append(mod)
-    np = sys.modules.get("numpy")
-    if np is not None:
-        objs.append(np)
-    return objs
+            library.append(mod)
+    return harness, library
 
 
-def _install_vault(n_tests: int) -> None:
-    """Install the audit hook that records outcomes where the program cannot reach them."""
+def _codes_of(*objects: object) -> frozenset:
+    """The code objects of functions, classes, modules and code, nested ones included."""
+    found: set = set()
+
+    def add_code(code: types.CodeType) -> None:
+        if code not in found:
+            found.add(code)
+            for const in code.co_consts:
+                if isinstance(const, types.CodeType):
+                    add_code(const)
+
+    def add(obj: object, depth: int) -> None:
+        if isinstance(obj, types.CodeType):
+            add_code(obj)
+        elif isinstance(obj, (staticmethod, classmethod)):
+            add(obj.__func__, depth)
+        elif isinstance(obj, property):
+            for f in (obj.fget, obj.fset, obj.fdel):
+                add(f, depth)
+        elif isinstance(obj, types.FunctionType):
+            add_code(obj.__code__)
+            wrapped = getattr(obj, "__wrapped__", None)  # @contextmanager, @wraps
+            if wrapped is not None and depth < 4:
+                add(wrapped, depth + 1)
+        elif isinstance(obj, type) and depth < 4:
+            for v in vars(obj).values():
+                add(v, depth + 1)
+        elif isinstance(obj, types.ModuleType):
+            for v in vars(obj).values():
+                if getattr(v, "__module__", None) == obj.__name__:
+                    add(v, depth + 1)
+
+    for obj in objects:
+        add(obj, 0)
+    return frozenset(found)
+
+
+def _async_internals() -> list[object]:
+    """asyncio and unittest.async_case, when the test code uses IsolatedAsyncioTestCase."""
+    if "unittest.async_case" not in sys.modules:
+        return []
+    return [m for name, m in list(sys.modules.items())
+            if m is not None and (name == "unittest.async_case" or name.split(".")[0] == "asyncio")]
+
+
+class _UnitRun:
+    """What the unittest driver fixes before the program runs: the tests and their skips."""
+
+    def __init__(self, tests: tuple, codes: frozenset) -> None:
+        self.tests = tests
+        self.codes = codes  # frames a unittest report may pass through
+        self.static_skip = frozenset(i for i, t in enumerate(tests) if _declared(t, "skip"))
+        self.static_xfail = frozenset(i for i, t in enumerate(tests) if _declared(t, "xfail"))
+
+
+def _declared(test: unittest.TestCase, what: str) -> bool:
+    """Whether the test code declared this test skipped / expected to fail (decorators)."""
+    method = getattr(test, test._testMethodName)
+    if what == "skip":
+        return bool(getattr(type(test), "__unittest_skip__", False)
+                    or getattr(method, "__unittest_skip__", False))
+    return bool(getattr(method, "__unittest_expecting_failure__", False)
+                or getattr(test, "__unittest_expecting_failure__", False))
+
+
+def _install_vault(n_tests: int, unit: _UnitRun | None = None,
+                   guard: tuple[object, ...] = ()) -> None:
+    """Install the audit hook that records outcomes where the program cannot reach them.
+
+    `restrl.test` reports (check, ds1000) set outcome `index`; `restrl.unit` reports (from
+    `_SealedResult`) tally a unittest run. Every name the hook uses is bound here, not looked
+    up later in this module, which the program can reach as `__main__`.
+    """
     token = b""
     while True:  # the server wrote the token and closed its end
         chunk = os.read(TOKEN_FD, 256)
@@ -144,34 +311,112 @@ def _install_vault(n_tests: int) -> None:
             break
         token += chunk
     os.close(TOKEN_FD)
-    write, getframe, get_ident = os.write, sys._getframe, _get_ident()
-    main_thread = get_ident()
-    trusted = frozenset(
+    write, getframe, get_ident, exc_info = os.write, sys._getframe, _get_ident(), sys.exc_info
+    snapshot_changed, traceback_of = _snapshot_changed, BaseException.__traceback__.__get__
+    skip_test, blocked, main_thread = unittest.SkipTest, _BLOCKED_EVENTS, get_ident()
+    driver = frozenset(
         f.__code__ for f in (_drive_check, _drive_unittest, _drive_ds1000, _run_job_in_child)
     )
     root = _child_main.__code__
     report_codes = frozenset((_report.__code__, _finish.__code__))
-    snap = _snapshot(_guarded_objects())
+    unit_report_codes = frozenset((_unit_report.__code__,))
+    unit_codes = driver | (unit.codes if unit is not None else frozenset())
+    tests = unit.tests if unit is not None else ()
+    positions = {id(t): i for i, t in enumerate(tests)}
+    static_skip = unit.static_skip if unit is not None else frozenset()
+    static_xfail = unit.static_xfail if unit is not None else frozenset()
+    harness, library = _guarded_objects()
+    snap = _snapshot([*harness, sys.modules[__name__], *guard], library, behaviour_only=guard)
+    id_of, type_of, vars_of, is_subclass, total = id, type, vars, issubclass, sum
+    subtest_type = unittest.case._SubTest
     outcomes: list[str] = ["0"] * n_tests
+    started, succeeded, failed = [False] * n_tests, [False] * n_tests, [False] * n_tests
+    faults = [0]  # failures + errors, as unittest counts them (a test may add several)
     state = {"done": False, "in_hook": False, "bad": ""}
 
-    def trusted_stack() -> bool:
-        frame = getframe(2)  # 0 = hook, 1 = sys.audit's caller (_report / _finish)
-        if frame.f_code not in report_codes or get_ident() != main_thread:
+    def trusted_stack(reporters: frozenset, allowed: frozenset) -> bool:
+        frame = getframe(2)  # 0 = this function, 1 = hook, 2 = sys.audit's caller
+        if frame.f_code not in reporters or get_ident() != main_thread:
             return False
         frame = frame.f_back
-        # Frames below _child_main existed before the fork; above it, only our drivers.
+        # Frames below _child_main existed before the fork; above it, only trusted code.
         while frame is not None and frame.f_code is not root:
-            if frame.f_code not in trusted:
+            if frame.f_code not in allowed:
                 return False
             frame = frame.f_back
         return frame is not None
 
+    def skip_is_declared(index: int | None) -> bool:
+        """A skip the test code asked for: a decorator, or SkipTest raised by test code only."""
+        exc = exc_info()[1]
+        if exc is None:
+            return index in static_skip
+        if not is_subclass(type_of(exc), skip_test):
+            return False
+        tb = traceback_of(exc)
+        while tb is not None:
+            if tb.tb_frame.f_code not in unit_codes:
+                return False  # the program raised it, or called the test code that did
+            tb = tb.tb_next
+        return True
+
+    def swallowed_failure(test: object) -> bool:
+        """A failure unittest kept as an expected one, for a test not declared expected to fail."""
+        outcome = vars_of(test).get("_outcome")
+        return outcome is not None and vars_of(outcome).get("expectedFailure") is not None
+
+    def index_of(test: object) -> int | None:
+        index = positions.get(id_of(test))
+        return index if index is not None and tests[index] is test else None
+
+    def tally(kind: str, test: object) -> None:
+        index = index_of(test)
+        if index is None and type_of(test) is subtest_type:  # a subTest counts for its test
+            index = index_of(test.test_case)
+        if kind == "start":
+            if index is not None:
+                started[index] = True
+            return
+        if kind in ("success", "unexpected_success"):
+            if index is None:
+                return
+            if kind == "success" and index not in static_xfail and swallowed_failure(test):
+                kind = "error"
+            else:
+                succeeded[index] = True
+                return
+        elif kind == "skip":
+            if skip_is_declared(index):
+                if index is not None:
+                    succeeded[index] = True
+                return
+            kind = "error"
+        elif kind == "expected_failure":
+            if index in static_xfail:
+                succeeded[index] = True
+                return
+            kind = "error"
+        elif kind not in ("failure", "error"):
+            return
+        faults[0] += 1
+        if index is not None:
+            failed[index] = True
+
+    def summary() -> tuple[int, str]:
+        if unit is None:
+            return outcomes.count("1"), "".join(outcomes)
+        passes = [started[i] and succeeded[i] and not failed[i] for i in range(n_tests)]
+        run = total(started)
+        passed = max(0, min(total(passes), run - faults[0])) if run else 0
+        return passed, "".join("1" if p else "0" for p in passes)
+
     def hook(event: str, args: tuple) -> None:
         if state["in_hook"]:
             return
-        if event in _BLOCKED_EVENTS:
+        if event in blocked:
             raise RuntimeError(f"{event} is not allowed in the restrl sandbox")
+        if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
+            raise RuntimeError("replacing a function's code is not allowed in the restrl sandbox")
         if event == "open" and args and isinstance(args[0], str) and args[0].startswith("/proc/"):
             if args[0].endswith(("/mem", "/pagemap")) or "/fd/" in args[0]:
                 raise PermissionError(f"opening {args[0]} is not allowed in the restrl sandbox")
@@ -179,26 +424,29 @@ def _install_vault(n_tests: int) -> None:
             return
         state["in_hook"] = True
         try:
-            if not trusted_stack():
-                state["bad"] = "a report came from outside the harness"
+            if event == "restrl.unit":
+                trusted = trusted_stack(unit_report_codes, unit_codes)
+            else:
+                trusted = trusted_stack(report_codes, driver)
+            if not trusted:
+                state["bad"] = state["bad"] or "a report came from outside the harness"
                 return
+            changed = snapshot_changed(snap, event != "restrl.unit")  # libraries: after tests
+            if changed and not state["bad"]:
+                state["bad"] = changed
             if event == "restrl.test":
                 index, passed = args
                 if type(index) is int and 0 <= index < n_tests:
                     outcomes[index] = "1" if passed is True else "0"
-            changed = _snapshot_changed(snap)
-            if changed and not state["bad"]:
-                state["bad"] = changed
-            if event == "restrl.finish" and not state["done"]:
+            elif event == "restrl.unit" and not state["done"]:
+                tally(*args)
+            elif event == "restrl.finish" and not state["done"]:
                 state["done"] = True
-                status = "invalid" if state["bad"] else "ok"
-                line = b"%s %s %s %s\n" % (
-                    token,
-                    status.encode(),
-                    "".join(outcomes).encode(),
-                    state["bad"].encode("utf-8", "replace")[:300].replace(b"\n", b" "),
-                )
-                write(RESULT_FD, line)
+                passed, marks = summary()
+                status = b"invalid" if state["bad"] else b"ok"
+                reason = state["bad"].encode("utf-8", "replace")[:300].replace(b"\n", b" ")
+                write(RESULT_FD, b"%s %s %d %d %s %s\n" % (token, status, n_tests, passed,
+                                                          marks.encode() or b"-", reason))
         finally:
             state["in_hook"] = False
 
@@ -215,8 +463,53 @@ def _report(index: int, passed: bool) -> None:
     sys.audit("restrl.test", index, passed)
 
 
+def _unit_report(kind: str, test: object) -> None:
+    sys.audit("restrl.unit", kind, test)
+
+
 def _finish() -> None:
     sys.audit("restrl.finish")
+
+
+class _SealedResult(unittest.TestResult):
+    """A TestResult that reports every outcome to the vault before recording it."""
+
+    def startTest(self, test):  # noqa: ANN001, N802
+        _unit_report("start", test)
+        super().startTest(test)
+
+    def addSuccess(self, test):  # noqa: ANN001, N802
+        _unit_report("success", test)
+        super().addSuccess(test)
+
+    def addFailure(self, test, err):  # noqa: ANN001, N802
+        _unit_report("failure", test)
+        super().addFailure(test, err)
+
+    def addError(self, test, err):  # noqa: ANN001, N802
+        _unit_report("error", test)
+        super().addError(test, err)
+
+    def addSkip(self, test, reason):  # noqa: ANN001, N802
+        _unit_report("skip", test)
+        super().addSkip(test, reason)
+
+    def addExpectedFailure(self, test, err):  # noqa: ANN001, N802
+        _unit_report("expected_failure", test)
+        super().addExpectedFailure(test, err)
+
+    def addUnexpectedSuccess(self, test):  # noqa: ANN001, N802
+        _unit_report("unexpected_success", test)
+        super().addUnexpectedSuccess(test)
+
+    def addSubTest(self, test, subtest, err):  # noqa: ANN001, N802
+        if err is not None:  # each failing subtest is one more failure or error, as in unittest
+            failure = issubclass(err[0], test.failureException)
+            _unit_report("failure" if failure else "error", test)
+        super().addSubTest(test, subtest, err)
+
+
+# ----------------------------------------------------------------------------- child side: drivers
 
 
 def _emit(message: dict) -> None:
@@ -230,44 +523,70 @@ def _short_error(exc: BaseException) -> str:
     return text[-500:]
 
 
-def _exec_program(program: str, name: str) -> dict:
-    namespace: dict = {"__name__": name, "__builtins__": builtins}
-    code = compile(program, "<program>", "exec")
+def _namespace(name: str) -> dict:
+    return {"__name__": name, "__builtins__": builtins}
+
+
+def _compile(source: str, filename: str) -> types.CodeType:
+    """Compile untrusted source as its own module: no __future__ flag of this file leaks in."""
+    return compile(source, filename, "exec", dont_inherit=True)
+
+
+def _exec_program(program: str, namespace: dict, prelude: str = "") -> None:
+    """Run `prelude` (trusted imports) then the program in `namespace`.
+
+    A program that does not compile emits `load_error`: the checker then scores it 0 without
+    running its other tests.
+    """
+    if prelude:
+        exec(_compile(prelude, "<prelude>"), namespace)
+    try:
+        code = _compile(program, "<program>")
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        _emit({"load_error": _short_error(exc)})
+        raise
     exec(code, namespace)
-    return namespace
 
 
 def _drive_script(job: dict) -> int:
     """APPS stdin/stdout: run the program as __main__; the server returns its stdout."""
     try:
-        _exec_program(job["program"], "__main__")
+        _exec_program(job["program"], _namespace("__main__"), job.get("prelude", ""))
     except SystemExit as exc:
         code = exc.code
         if code is None or code == 0:
             return 0
-        if isinstance(code, int):
-            return code
-        print(code, file=sys.stderr)
-        return 1
+        if not isinstance(code, int):
+            print(code, file=sys.stderr)
+        return EXIT_SYSTEM_EXIT
     return 0
 
 
 def _drive_call(job: dict) -> int:
-    """APPS call-based: call the function with the test's arguments; emit the typed result."""
-    namespace = _exec_program(job["program"], "__restrl_program__")
+    """APPS call-based: call the function with the test's arguments; emit the typed result.
+
+    `class Solution` (a real class with the method, not the text) -> a method of an instance.
+    If the program cannot be loaded, `load_error` tells the checker to stop, as the original
+    scores every test 0 then.
+    """
+    namespace = _namespace("__restrl_program__")
     fn_name = job["entry_point"]
-    solution = namespace.get("Solution")
-    if isinstance(solution, type) and hasattr(solution, fn_name):
-        fn = getattr(solution(), fn_name)
-    elif fn_name in namespace:
-        fn = namespace[fn_name]
-    else:
-        _emit({"error": f"function {fn_name!r} is not defined"})
-        return 1
-    args = job["args"]
+    try:
+        _exec_program(job["program"], namespace, job.get("prelude", ""))
+        solution = namespace.get("Solution")
+        if isinstance(solution, type) and hasattr(solution, fn_name):
+            fn = getattr(solution(), fn_name)
+        elif callable(namespace.get(fn_name)):
+            fn = namespace[fn_name]
+        else:
+            raise NameError(f"function {fn_name!r} is not defined")
+    except BaseException as exc:
+        _emit({"load_error": _short_error(exc)})
+        raise
+    args = decode_value(job["args"])
     result = fn(*args) if isinstance(args, list) else fn(args)
     try:
-        _emit({"result": _to_json_value(result)})
+        _emit({"result": encode_value(result)})
     except (TypeError, ValueError) as exc:
         _emit({"error": f"unserializable return value: {exc}"})
         return 1
@@ -282,89 +601,106 @@ def _on_alarm(signum, frame):  # noqa: ANN001
     raise TimeoutError("test timed out")
 
 
+def _swallow_stdout() -> None:
+    """Output of library-domain programs is discarded, as the original's `swallow_io`."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
 def _drive_check(job: dict) -> int:
     """HumanEval / toy: program + test code in one namespace, then `check(candidate)`."""
     _install_vault(1)
     signal.signal(signal.SIGALRM, _on_alarm)
-    namespace = _exec_program(job["program"], "__restrl_program__")
-    exec(compile(job["tests"], "<tests>", "exec"), namespace)
-    candidate = namespace[job["entry_point"]]
+    namespace = _namespace("__restrl_program__")
+    _exec_program(job["program"], namespace)
+    exec(_compile(job["tests"], "<tests>"), namespace)
+    check, candidate = namespace["check"], namespace[job["entry_point"]]
 
     def guarded(*args, **kwargs):  # noqa: ANN002, ANN003
         return _plain(candidate(*args, **kwargs))
 
-    passed = False
     try:
         _set_alarm(job["test_timeout"])
-        namespace["check"](guarded)
+        check(guarded)
         _set_alarm(0)
-        passed = True
     except BaseException as exc:  # noqa: BLE001 - any failure of the test is a failed test
         _set_alarm(0)
         _emit({"error": _short_error(exc)})
-    _report(0, passed)
+    else:  # reached only when check returned: no flag the program could flip
+        _report(0, True)
     _finish()
     return 0
 
 
 def _drive_unittest(job: dict) -> int:
-    """BigCodeBench: run each named TestCases method; outcomes go through the vault."""
-    names: list[str] = job["test_names"]
-    _install_vault(len(names))
-    signal.signal(signal.SIGALRM, _on_alarm)
-    namespace = _exec_program(job["program"] + "\n\n" + job["tests"], "__restrl_program__")
-    cls = namespace.get("TestCases")
-    errors = []
-    try:
-        cls.setUpClass()
-    except BaseException as exc:  # noqa: BLE001 - every test then fails below
-        errors.append(f"setUpClass: {_short_error(exc)}")
-    for index, name in enumerate(names):
-        passed = False
-        try:
-            test = cls(name)
-            _set_alarm(job["test_timeout"])
-            test.setUp()
-            try:
-                getattr(test, name)()
-            finally:
-                test.tearDown()
-                test.doCleanups()
-            _set_alarm(0)
-            passed = True
-        except BaseException as exc:  # noqa: BLE001 - skipped, failed or erroring tests do not pass
-            _set_alarm(0)
-            if len(errors) < 3:
-                errors.append(f"{name}: {_short_error(exc)}")
-        _report(index, passed)
-    try:
-        cls.tearDownClass()
-    except BaseException:  # noqa: BLE001
-        pass
-    if errors:
-        _emit({"error": "\n".join(errors)})
+    """BigCodeBench: the task's TestCases under unittest; the outcome goes through the vault.
+
+    As in the original, the test code runs first and its suite is loaded (inherited test
+    methods included) before the program exists, so the program changes neither which tests
+    run nor how many. The program runs in a copy of the test namespace (it sees the tests'
+    imports, as in the original); the names it adds are then copied into the tests' namespace,
+    whose own names it cannot replace. Then the suite runs once, with a sealed result:
+    reward = (run - failures - errors) / tests, a skip the test code declared counts as passed.
+    """
+    _swallow_stdout()
+    tests_ns = _namespace("__restrl_tests__")
+    test_code = _compile(job["tests"], "<tests>")
+    exec(test_code, tests_ns)
+    cls = tests_ns.get("TestCases")
+    if not (isinstance(cls, type) and issubclass(cls, unittest.TestCase)):
+        _install_vault(0)
+        _emit({"error": "the test code defines no TestCases(unittest.TestCase)"})
+        _finish()
+        return 0
+    suite = unittest.TestLoader().loadTestsFromTestCase(cls)
+    tests = tuple(suite)
+    # unittest swallows _ShouldStop, which it raises only under failfast (never here): a
+    # program raising it would pass its test. `except ()` catches nothing.
+    unittest.case._ShouldStop = ()  # type: ignore[assignment,misc]
+    test_classes = tuple(c for c in cls.__mro__ if c.__module__ == tests_ns["__name__"])
+    codes = _codes_of(test_code, _SealedResult, *_UNITTEST_INTERNALS, unittest.mock,
+                      *_async_internals())
+    result = _SealedResult()
+    _install_vault(len(tests), _UnitRun(tests, codes), guard=(tests_ns, *test_classes))
+    if not tests:
+        _emit({"error": "TestCases has no test methods"})
+        _finish()
+        return 0
+    program_ns = dict(tests_ns, __name__="__restrl_program__")
+    _exec_program(job["program"], program_ns)
+    for name, value in program_ns.items():
+        if name not in tests_ns:
+            tests_ns[name] = value
+    suite(result)
+    problems = [f"{t.id().rsplit('.', 1)[-1]}: {text.strip().splitlines()[-1]}"
+                for t, text in (result.failures + result.errors)[:3] if text.strip()]
+    if problems:
+        _emit({"error": "\n".join(problems)})
     _finish()
     return 0
 
 
 def _drive_ds1000(job: dict) -> int:
     """DS1000: exec code_context, then `test_execution(solution)` and `test_string(solution)`."""
-    _install_vault(1)
+    _swallow_stdout()
+    namespace = _namespace("__restrl_context__")
+    exec(_compile(job["tests"], "<code_context>"), namespace)
+    _install_vault(1, guard=(namespace,))
     signal.signal(signal.SIGALRM, _on_alarm)
-    namespace: dict = {"__name__": "__restrl_context__", "__builtins__": builtins}
-    exec(compile(job["tests"], "<code_context>", "exec"), namespace)
-    passed = False
+    test_execution, test_string = namespace["test_execution"], namespace.get("test_string")
+    solution = job["program"]
     try:
         _set_alarm(job["test_timeout"])
-        namespace["test_execution"](job["program"])
-        if "test_string" in namespace:
-            namespace["test_string"](job["program"])
+        test_execution(solution)
+        if test_string is not None:
+            test_string(solution)
         _set_alarm(0)
-        passed = True
     except BaseException as exc:  # noqa: BLE001
         _set_alarm(0)
         _emit({"error": _short_error(exc)})
-    _report(0, passed)
+    else:
+        _report(0, True)
     _finish()
     return 0
 
@@ -434,7 +770,10 @@ def _child_main(job: dict, workdir: str, uid: int | None, limits: dict) -> None:
     except BaseException:  # noqa: BLE001
         traceback.print_exc()
         os._exit(EXIT_SETUP)
-    code = _run_job_in_child(job)
+    try:
+        code = _run_job_in_child(job)
+    except BaseException:  # noqa: BLE001 - e.g. builtins broken by the program: never return
+        code = 1
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -616,21 +955,28 @@ def _owned_by(pid: int, uid: int | None) -> bool:
 
 
 def _parse_results(data: bytes, token: bytes) -> tuple[dict | None, list]:
+    """The vault's sealed line (`token status total passed outcomes reason`) and the messages."""
     vault = None
     messages = []
     for raw in data.splitlines():
         if raw.startswith(token + b" "):
             if vault is None:  # the first sealed line is the only one that counts
-                parts = raw.split(b" ", 3)
-                vault = {
-                    "status": parts[1].decode(),
-                    "outcomes": parts[2].decode() if len(parts) > 2 else "",
-                    "reason": parts[3].decode("utf-8", "replace") if len(parts) > 3 else "",
-                }
+                parts = raw.split(b" ", 5)
+                try:
+                    vault = {
+                        "status": parts[1].decode(),
+                        "total": int(parts[2]),
+                        "passed": int(parts[3]),
+                        "outcomes": parts[4].decode().strip("-"),
+                        "reason": parts[5].decode("utf-8", "replace") if len(parts) > 5 else "",
+                    }
+                except (IndexError, ValueError):
+                    vault = {"status": "invalid", "total": 0, "passed": 0, "outcomes": "",
+                             "reason": "malformed sealed report"}
             continue
         try:
             msg = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(msg, dict) and len(messages) < 1000:
             messages.append(msg)

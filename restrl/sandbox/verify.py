@@ -7,32 +7,41 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from restrl.problems.model import Problem
-from restrl.sandbox.checkers import check_program
+from restrl.sandbox.checkers import DEFAULT_OPTIONS, CheckOptions, check_program
 from restrl.sandbox.limits import Limits
 from restrl.sandbox.pool import DEFAULT_PRELOAD, SandboxPool
 from restrl.sandbox.verdict import Verdict
 
-# Libraries the DS1000 / BigCodeBench tests import: loaded once per worker, not once per program.
-DATA_LIBRARIES = ("numpy", "pandas")
+# Modules each worker imports once, so that a forked job finds them loaded, per domain: the
+# APPS import header, and the libraries the DS1000 / BigCodeBench tests import.
+PRELOAD_BY_DOMAIN: dict[str, tuple[str, ...]] = {
+    "apps": ("fractions", "functools", "heapq", "random", "time", "typing", "numpy"),
+    "bigcodebench": ("numpy", "pandas"),
+    "ds1000": ("numpy", "pandas"),
+}
 
 
 def preload_for(domains: Sequence[str]) -> tuple[str, ...]:
-    """Modules each worker imports before forking jobs, chosen by the domains to verify."""
-    extra = ()
-    if {"ds1000", "bigcodebench"} & set(domains):
-        extra = tuple(m for m in DATA_LIBRARIES if importlib.util.find_spec(m) is not None)
-    return DEFAULT_PRELOAD + extra
+    """Modules each worker imports before forking jobs (no domains given: those of all)."""
+    wanted = domains or tuple(PRELOAD_BY_DOMAIN)
+    extra = dict.fromkeys(m for d in wanted for m in PRELOAD_BY_DOMAIN.get(d, ())
+                          if m not in DEFAULT_PRELOAD)
+    return DEFAULT_PRELOAD + tuple(m for m in extra if importlib.util.find_spec(m) is not None)
 
 
 class Verifier:
     """Judges programs in the sandbox; keep one open across calls to reuse its warm workers.
 
-    Uses at most one worker per core: timeouts must measure the program, not the load.
+    `limits` bound time and memory per kind of test (`Limits`); `options` choose how outcomes
+    are judged (`CheckOptions`; the defaults give the original ReST-RL rewards). Uses at most
+    one worker per core: timeouts must measure the program, not the load.
     """
 
     def __init__(self, workers: int | None = None, limits: Limits | None = None,
-                 isolation: str = "auto", domains: Sequence[str] = ()):
+                 isolation: str = "auto", domains: Sequence[str] = (),
+                 options: CheckOptions | None = None):
         self.limits = limits or Limits()
+        self.options = options or DEFAULT_OPTIONS
         self.pool = SandboxPool(workers, isolation, preload_for(domains))
 
     @property
@@ -40,6 +49,7 @@ class Verifier:
         return self.pool.isolation
 
     def verify_one(self, problem: Problem, program: str) -> Verdict:
+        """Judge `program`, the full program (`problem.init_code + sample`)."""
         limits = self.limits
         worker = self.pool.acquire()
         try:
@@ -47,7 +57,8 @@ class Verifier:
                 job["limits"]["nproc"] = self.pool.nproc_limit(limits)
                 return worker.run(job)
 
-            return check_program(problem, program, run, limits, self.pool.isolation)
+            return check_program(problem, program, run, limits, self.pool.isolation,
+                                 self.options)
         finally:
             self.pool.release(worker)
 
@@ -79,8 +90,9 @@ class Verifier:
 
 
 def verify(problems: Sequence[Problem], programs: Sequence[str], *, workers: int | None = None,
-           limits: Limits | None = None, isolation: str = "auto") -> list[Verdict]:
+           limits: Limits | None = None, isolation: str = "auto",
+           options: CheckOptions | None = None) -> list[Verdict]:
     """Judge each program against its problem (same index); a temporary worker pool."""
     domains = sorted({p.domain for p in problems})
-    with Verifier(workers, limits, isolation, domains) as verifier:
+    with Verifier(workers, limits, isolation, domains, options) as verifier:
         return verifier.verify(problems, programs)
