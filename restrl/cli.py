@@ -103,14 +103,19 @@ def verify(
     workers: Annotated[int, typer.Option(help="Parallel sandboxes (at most the core count).")] = 0,
     isolation: Annotated[str, typer.Option(
         help="auto (bubblewrap when it works), bwrap, or rlimits.")] = "auto",
-    memory_mb: Annotated[int, typer.Option(help="Address-space limit per program.")] = 2048,
+    memory_mb: Annotated[int, typer.Option(
+        help="Address-space limit per APPS/HumanEval/toy program (BigCodeBench and DS1000 get "
+        "16 GiB, as the original).")] = 2048,
+    apps_compare: Annotated[str, typer.Option(
+        help="APPS output comparison: reference (the original harness's rules) or strict.")
+    ] = "reference",
 ) -> None:
     """Run programs against their problems' tests in the sandbox and write one verdict each.
 
     Exits 0 when every row was judged (failing programs included); 2 on unusable input.
     """
     from restrl.problems import read_problems
-    from restrl.sandbox import Limits, Verifier
+    from restrl.sandbox import CheckOptions, Limits, Verifier
 
     try:
         if out.suffix not in (".parquet", ".jsonl"):
@@ -130,9 +135,13 @@ def verify(
     except (UsageError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     limits = Limits(timeout=timeout, memory_bytes=memory_mb << 20)
+    try:
+        options = CheckOptions(apps_compare=apps_compare)
+    except ValueError as exc:
+        _fail(str(exc))
     matched = [by_id[pid] for pid, _, _ in rows]
     programs = [program for _, program, _ in rows]
-    with Verifier(workers or None, limits, isolation, [domain]) as verifier:
+    with Verifier(workers or None, limits, isolation, [domain], options) as verifier:
         verdicts = _verify_with_progress(verifier, matched, programs)
         isolation_used = verifier.isolation
     out_rows = [{"row": i, "domain": domain, "problem_id": pid, "sample_idx": idx, **v.to_row()}

@@ -55,22 +55,42 @@ class RunIds:
 
 @dataclass
 class VerifyConfig:
-    """Sandbox settings for verification.
+    """Sandbox settings for verification; the defaults give the original ReST-RL rewards.
 
-    timeout (float, 4.0): seconds per test. workers (int | None): parallel sandboxes (None =
-    cores). memory_mb (int, 2048): address space per program. shard_rows (int, 256): verdicts
-    per committed shard.
+    timeout (float, 4.0): seconds per test where tests run one at a time (each APPS test, a
+        HumanEval/toy check).
+    job_timeout (float, 60.0): seconds for a whole BigCodeBench suite or DS1000 test program,
+        and for all of an APPS problem's tests together.
+    memory_mb (int, 2048): address space per APPS/HumanEval/toy program.
+    library_memory_mb (int, 16384): address space per BigCodeBench/DS1000 program (their
+        libraries map about 3 GiB; the original caps at 16 GiB).
+    apps_compare (str, "reference"): APPS output comparison: "reference" = the original
+        harness's rules, "strict" = exact or token-wise with float tolerance.
+    workers (int | None): parallel sandboxes (None = cores).
+    shard_rows (int, 256): verdicts per committed shard.
     """
 
     timeout: float = 4.0
-    workers: int | None = None
+    job_timeout: float = 60.0
     memory_mb: int = 2048
+    library_memory_mb: int = 16384
+    apps_compare: str = "reference"
+    workers: int | None = None
     shard_rows: int = 256
 
     def limits(self) -> Any:
         from restrl.sandbox import Limits
 
-        return Limits(timeout=self.timeout, memory_bytes=self.memory_mb << 20)
+        return Limits(timeout=self.timeout, job_timeout=self.job_timeout,
+                      memory_bytes=self.memory_mb << 20,
+                      library_memory_bytes=self.library_memory_mb << 20)
+
+    def verifier(self, domains: Sequence[str]) -> Any:
+        """A warm `Verifier` with these settings for programs of `domains` (close it)."""
+        from restrl.sandbox import CheckOptions, Verifier
+
+        return Verifier(self.workers, self.limits(), domains=domains,
+                        options=CheckOptions(apps_compare=self.apps_compare))
 
 
 @dataclass
@@ -318,7 +338,6 @@ def verify_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactR
     import pyarrow as pa
 
     from restrl.sampling import shards
-    from restrl.sandbox import Verifier
     from restrl.schemas import VERDICTS
 
     if not indices:
@@ -327,7 +346,7 @@ def verify_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactR
     completions = store.read_table(completions_ref).to_pylist()
     pieces = shards(list(enumerate(completions)), config.shard_rows)
     domains = sorted({domain for domain, _ in problems})
-    with Verifier(config.workers, config.limits(), domains=domains) as verifier:
+    with config.verifier(domains) as verifier:
         for index in indices:
             piece = pieces[index]
             verdicts = verifier.verify([problems[c["domain"], c["problem_id"]] for _, c in piece],
@@ -380,7 +399,6 @@ def train_grpo(store: ArtifactStore, model: str, data_ref: ArtifactRef,
                on_log: Callable[[int, dict[str, float]], None] | None = None
                ) -> tuple[ArtifactRef, dict[str, Any]]:
     """Train the policy with ReST-GRPO; the checkpoint becomes a `policy` model artifact."""
-    from restrl.sandbox import Verifier
     from restrl.training.grpo import train_grpo as train
 
     model_path, model_ref = resolve_model(store, model)
@@ -393,7 +411,7 @@ def train_grpo(store: ArtifactStore, model: str, data_ref: ArtifactRef,
                               for p in read_problems_artifact(store, ref))
     rows = store.read_table(data_ref).to_pylist()
     domains = sorted({domain for domain, _ in problems})
-    with Verifier(verify_config.workers, verify_config.limits(), domains=domains) as verifier:
+    with verify_config.verifier(domains) as verifier:
         result = train(model_path, rows, problems, verifier, config, Path(work_dir) / key,
                        on_log=on_log)
     extra = {"rows_used": result.rows_used, "prompts_truncated": result.prompts_truncated,

@@ -159,7 +159,6 @@ def _vm_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
              verify_config: VerifyConfig) -> list[dict[str, Any]]:
     """Test-phase MCTS with the value model as PRM; the best-scored completion is verified."""
     from restrl.generation import make_generator
-    from restrl.sandbox import Verifier
     from restrl.search import MCTSConfig, best_completion, run_mcts
 
     problems = read_problems_artifact(store, problems_ref)
@@ -181,7 +180,7 @@ def _vm_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
     # A search that valued nothing answers with an empty program, as the original's.
     programs = [c.program if c is not None else "" for c in chosen]
     domains = sorted({p.domain for p in problems})
-    with Verifier(verify_config.workers, verify_config.limits(), domains=domains) as verifier:
+    with verify_config.verifier(domains) as verifier:
         verdicts = verifier.verify(problems, programs)
     return [{"domain": p.domain, "problem_id": p.problem_id, "method": "vm_mcts",
              "budget": config.mcts_budget(), "sample_idx": 0, "program": program,

@@ -50,15 +50,13 @@ def collect_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec
             & set(store.committed_shards("mcts_completions", completions_key)))
     if len(done) < len(pieces):
         from restrl.generation import make_generator
-        from restrl.sandbox import Verifier
 
         model_path, _ = resolve_model(store, generator_spec.model)
         tokenizer = load_tokenizer(model_path)
         generator = make_generator(generator_spec.backend, model_path, **generator_spec.options)
         domains = sorted({p.domain for p in problems})
         try:
-            with Verifier(verify_config.workers, verify_config.limits(),
-                          domains=domains) as verifier:
+            with verify_config.verifier(domains) as verifier:
                 for index, piece in enumerate(pieces):
                     if index in done:
                         continue

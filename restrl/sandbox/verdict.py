@@ -14,8 +14,9 @@ _PRIORITY = {s: i for i, s in enumerate(
 class Verdict:
     """Outcome of running one program against its problem's tests.
 
-    reward is in [0, 1] (fraction of tests passed for APPS and BigCodeBench, 1 or 0 for DS1000,
-    HumanEval and toy); strict = reward > 0.999; isolation says how the program was confined.
+    reward is in [0, 1] (fraction of tests passed for APPS, (run - failures - errors) / run for
+    BigCodeBench, 1 or 0 for DS1000, HumanEval and toy); strict = reward > 0.999; isolation
+    says how the program was confined.
     """
 
     reward: float
