@@ -41,7 +41,8 @@ def test_verification_fans_out_to_a_local_dask_cluster(dask_cluster, tmp_path, m
     rows = []
     for p in problems:  # a passing and a failing program per problem
         for idx, body in enumerate([p.meta["reference"][len(p.init_code):], "    return None\n"]):
-            rows.append({"problem_id": p.problem_id, "sample_idx": idx, "prompt": "", "raw": body,
+            rows.append({"domain": p.domain, "problem_id": p.problem_id, "sample_idx": idx,
+                         "prompt": "", "raw": body,
                          "code": body, "program": p.init_code + body, "hit_stop": True,
                          "prompt_tokens": 0, "completion_tokens": 0, "finish_reason": "stop"})
     completions_ref = store.put_table(pa.Table.from_pylist(rows, schema=COMPLETIONS),

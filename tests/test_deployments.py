@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 DEPLOYMENTS = {"self-training/self-training", "value-model/value-model", "evaluate/evaluate",
                "pipeline/pipeline", "retrain/weekly-retrain"}
 TINY_STAGE1 = {
-    "problems": {"n": 4}, "eval_problems": None,
+    "problems": [{"domain": "toy", "n": 4}], "eval_problems": None,
     "sampling": {"n": 4, "max_tokens": 32, "shard_problems": 4},
     "grpo": {"max_steps": 1, "num_generations": 4, "batch_size_per_device": 8,
              "max_completion_length": 32},

@@ -169,7 +169,7 @@ def test_pipeline_started_from_the_ui_form_completes(chromium, ui_stack, prefect
             # The worker runs it; the REST API says when it is done.
             run = _wait_for_run(api, run_name, ui_stack["worker_log"], RUN_TIMEOUT_S)
             timings["completed"] = time.monotonic() - start
-            assert run["parameters"]["params"]["stage1"]["problems"]["n"] == 4
+            assert run["parameters"]["params"]["stage1"]["problems"][0]["n"] == 4
 
             # The finished run's page, Artifacts tab.
             page.goto(f"{url}/runs/flow-run/{run['id']}")
