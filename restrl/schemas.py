@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from restrl.problems.schema import PROBLEMS_SCHEMA
-
 # One sampled completion. `program` = init_code + code is what the verifier runs.
 # A problem is known by (domain, problem_id) in every table: ids repeat across problem sets.
 COMPLETIONS = pa.schema([
@@ -80,13 +78,3 @@ EVAL_RESULTS = pa.schema([
     ("reward", pa.float64()),
     ("strict", pa.bool_()),
 ])
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "problems": PROBLEMS_SCHEMA,
-    "completions": COMPLETIONS,
-    "verdicts": VERDICTS,
-    "grpo_data": GRPO_DATA,
-    "dpo_data": DPO_DATA,
-    "sft_data": SFT_DATA,
-    "eval_results": EVAL_RESULTS,
-}

@@ -133,10 +133,6 @@ def log_artifact_file(run_id: str, path: str | Path, artifact_path: str | None =
     _client().log_artifact(run_id, str(path), artifact_path)
 
 
-def log_artifact_dir(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-    _client().log_artifacts(run_id, str(path), artifact_path)
-
-
 def metric_history(run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(_client().get_metric_history(run_id, key),
                                     key=lambda m: m.step)]

@@ -20,7 +20,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -337,7 +337,3 @@ def store_for(uri: str) -> ArtifactStore:
     """A store able to read `uri`: its root is the part before `/<kind>/<key>`."""
     root = uri.rstrip("/").rsplit("/", 2)[0]
     return ArtifactStore(root)
-
-
-def refs(items: Iterable[ArtifactRef | None]) -> list[ArtifactRef]:
-    return [i for i in items if i is not None]

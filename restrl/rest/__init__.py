@@ -1,7 +1,6 @@
 """ReST filtering (DESIGN.md step 3): verified samples -> GRPO / DPO / SFT training rows."""
 
 from restrl.rest.builder import (
-    SCHEMA_BY_MODE,
     RestDataStats,
     Sample,
     aggregate,
@@ -23,7 +22,6 @@ from restrl.rest.config import REST_MODES, RestDataConfig, RestMode
 
 __all__ = [
     "REST_MODES",
-    "SCHEMA_BY_MODE",
     "RestDataConfig",
     "RestDataStats",
     "RestMode",

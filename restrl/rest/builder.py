@@ -31,7 +31,6 @@ from restrl.schemas import DPO_DATA, GRPO_DATA, SFT_DATA
 KEYS: tuple[str, str, str] = ("domain", "problem_id", "sample_idx")
 SAMPLE_COLUMNS: tuple[str, ...] = (*KEYS, "code", "reward")
 VERDICT_COLUMNS: tuple[str, ...] = ("reward", "strict", "status")
-SCHEMA_BY_MODE: dict[str, pa.Schema] = {"grpo": GRPO_DATA, "dpo": DPO_DATA, "sft": SFT_DATA}
 
 
 class Sample(NamedTuple):

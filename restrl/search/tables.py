@@ -58,12 +58,6 @@ VALUE_DATA = pa.schema([
     ("domain", pa.string()),
 ])
 
-SCHEMAS: dict[str, pa.Schema] = {
-    "mcts_nodes": MCTS_NODES,
-    "mcts_completions": MCTS_COMPLETIONS,
-    "value_data": VALUE_DATA,
-}
-
 
 def trees_to_tables(trees: Sequence[Tree]) -> tuple[pa.Table, pa.Table]:
     """(mcts_nodes, mcts_completions) of `trees`, in tree, node and completion order."""

@@ -817,7 +817,3 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     best = trainer.state.best_model_checkpoint if keep_best else None
     return ValueTrainResult(final, metrics, trainer.state.log_history, len(train_examples),
                             len(eval_examples), evaluations, best)
-
-
-def config_params(config: ValueModelConfig) -> dict[str, Any]:
-    return asdict(config)
