@@ -49,12 +49,14 @@ def retrain(params: RetrainParams | None = None) -> dict[str, object]:
     result = pipeline(params.pipeline.model_copy(update={"model": model}))
     metrics = result["evaluation"]["trained"]["metrics"]
     metric = params.metric if params.metric in metrics else FALLBACK_METRIC
+    if metric != params.metric:
+        logger.warning("the evaluation has no %s; comparing on %s instead", params.metric, metric)
     decision = registry.promote_if_better(
         str(result["policy"]), str(result["value_model"]), str(result["mlflow_run_id"]),
         float(metrics[metric]), registry.PromotionRule(metric, params.min_improvement), metrics,
         policy_name=params.policy_name, value_model_name=params.value_model_name)
     logger.info("promote=%s: %s", decision.promote, decision.reason)
-    return {**asdict(decision), "starting_model": model}
+    return {**asdict(decision), "starting_model": model, "metric": metric}
 
 
 if __name__ == "__main__":

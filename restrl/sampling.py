@@ -18,7 +18,9 @@ class SamplingConfig:
     n (int, 5): completions per problem; GRPO's variance filter needs several.
     temperature (float, 0.7) and top_p (float, 1.0): the sampling distribution.
     max_tokens (int, 1024): most new tokens per completion.
-    seed (int, 0): shard i is sampled with seed + i, so a resumed run draws the same samples.
+    seed (int, 0): base of the generation seeds: shard i is sampled from seed + 100003 * i
+        (each generate call adds its first problem's offset in the shard), so a resumed or
+        distributed run draws the same samples.
     problems_per_call (int, 16): prompts per generate call; larger batches are faster on GPUs.
     shard_problems (int, 32): problems per committed shard: the unit a crash can lose.
     """
