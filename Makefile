@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel on disk, never a CUDA download.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[ml,pipeline,dev]'
+	# DeepSpeed from its source package, built against the CPU torch above (no CUDA download):
+	# the 2-process ZeRO-2/3 tests run on its CPU accelerator.
+	$(BIN)/pip install -q --no-build-isolation deepspeed==0.19.8
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -14,15 +14,24 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 
+# The sampling knobs GenerationConfig does not have, at the values that switch them off. A
+# vLLM server fills any it is not sent from the model's generation_config.json (vLLM's
+# `--generation-config auto`; Qwen2.5 asks for top_k 20 and repetition_penalty 1.05), so the
+# HTTP and vLLM backends send them explicitly. top_k -1 means "off" in every vLLM release.
+NEUTRAL_SAMPLING: dict[str, float | int] = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
     """Sampling parameters for one `generate` call (the same meaning in every backend).
 
     n: samples drawn per prompt.
-    temperature: softmax temperature; 0 means greedy decoding (then `top_p` is ignored).
-    top_p: nucleus sampling mass in (0, 1]; 1.0 disables it. No top-k is applied, like vLLM's
-        and OpenAI's defaults, whatever the model's own generation config says.
+    temperature: softmax temperature; 0 means greedy decoding (then `top_p` is ignored, and
+        `n` must be 1: greedy samples are all the same, and vLLM rejects n > 1 for them).
+    top_p: nucleus sampling mass in (0, 1]; 1.0 disables it. No top-k, min-p or repetition
+        penalty is applied, whatever the model's own generation config says (Qwen's asks for
+        top_k 20): every backend sends or sets their neutral values (`NEUTRAL_SAMPLING`), so
+        the same config samples the same distribution everywhere.
     max_tokens: most new tokens per sample.
     stop: stop strings; a sample ends at the first one, which is not part of the returned text.
         A single string is accepted and wrapped in a tuple.
@@ -44,6 +53,12 @@ class GenerationConfig:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError(
+                f"temperature 0 is greedy decoding: its n={self.n} samples would all be the "
+                "same, and vLLM rejects n > 1 with greedy sampling. Use n=1, or a temperature "
+                "> 0 to draw several samples"
+            )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
@@ -159,3 +174,22 @@ def make_result(samples: list[list[Sample]], prompt_tokens: int) -> GenerationRe
     """A result whose completion_tokens is the sum of the samples' token counts."""
     completion = sum(s.tokens for row in samples for s in row)
     return GenerationResult(samples, prompt_tokens, completion)
+
+
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str], add_special_tokens: bool = True
+) -> list[list[int]]:
+    """Token ids of `prompts`, with no doubled BOS.
+
+    A prompt rendered by a chat template already starts with the BOS token's text (Llama,
+    DeepSeek); tokenising it with special tokens adds a second BOS in front, which shifts the
+    model off its training distribution. Such a leading duplicate is dropped, so chat-rendered
+    and plain prompts both get exactly one BOS where the tokenizer uses one.
+    """
+    encoded = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not add_special_tokens or bos is None:
+        return [list(ids) for ids in encoded]
+    return [
+        list(ids[1:]) if len(ids) > 1 and ids[0] == ids[1] == bos else list(ids) for ids in encoded
+    ]

@@ -27,6 +27,7 @@ from restrl.generation.base import (
     GenerationConfig,
     GenerationResult,
     Sample,
+    encode_prompts,
     find_stop,
     make_result,
 )
@@ -121,8 +122,8 @@ class HFGenerator(BaseGenerator):
         batch_size * n sequences.
     device: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     dtype: "auto" (bfloat16 on GPU, float32 on CPU), a torch dtype or its name.
-    add_special_tokens: passed to the tokenizer (e.g. a BOS token); False when prompts were
-        already rendered by a chat template that writes its own.
+    add_special_tokens: passed to the tokenizer (e.g. a BOS token). A prompt rendered by a chat
+        template that already starts with the BOS keeps only that one (`encode_prompts`).
     """
 
     def __init__(
@@ -174,15 +175,24 @@ class HFGenerator(BaseGenerator):
             messages, tokenize=False, add_generation_prompt=True
         )
 
+    def generate_rendered(
+        self, prompts: Sequence[str], config: GenerationConfig | None = None, **overrides: Any
+    ) -> GenerationResult:
+        """`generate` for prompts rendered by a chat template (`format_chat`): they are
+        tokenised without special tokens, since the template already wrote them."""
+        keep, self.add_special_tokens = self.add_special_tokens, False
+        try:
+            return self.generate(prompts, config, **overrides)
+        finally:
+            self.add_special_tokens = keep
+
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def _generate(self, prompts: list[str], config: GenerationConfig) -> GenerationResult:
-        encoded: list[list[int]] = self.tokenizer(
-            prompts, add_special_tokens=self.add_special_tokens
-        )["input_ids"]
+        encoded = encode_prompts(self.tokenizer, prompts, self.add_special_tokens)
         if empty := [i for i, ids in enumerate(encoded) if not ids]:
             raise ValueError(f"prompts {empty} encode to no tokens; a prompt must not be empty")
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -227,11 +237,18 @@ class HFGenerator(BaseGenerator):
             "pad_token_id": self.pad_id,
             "do_sample": config.temperature > 0,
         }
+        # Neutral top_k / min_p / repetition_penalty override the model's generation config, as
+        # the vLLM and HTTP backends do (base.NEUTRAL_SAMPLING; transformers' "off" top_k is 0).
+        kwargs["repetition_penalty"] = 1.0
         if config.temperature > 0:
-            # top_k=0 overrides any top-k in the model's generation config (vLLM/OpenAI use none).
-            kwargs |= {"temperature": config.temperature, "top_p": config.top_p, "top_k": 0}
+            kwargs |= {
+                "temperature": config.temperature,
+                "top_p": config.top_p,
+                "top_k": 0,
+                "min_p": 0.0,
+            }
         else:
-            kwargs |= {"temperature": None, "top_p": None, "top_k": None}
+            kwargs |= {"temperature": None, "top_p": None, "top_k": None, "min_p": None}
         return kwargs
 
     def _decode(self, ids: list[int]) -> str:

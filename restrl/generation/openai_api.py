@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from restrl.generation.base import (
+    NEUTRAL_SAMPLING,
     BaseGenerator,
     FinishReason,
     GenerationConfig,
@@ -81,7 +82,15 @@ class OpenAIGenerator(BaseGenerator):
     backoff, max_backoff: the k-th retry waits about backoff * 2**k seconds (jittered, at most
         max_backoff), or what a Retry-After header asks, within max_backoff.
     timeout: seconds per HTTP request.
-    extra_body: extra JSON fields for every request (e.g. {"top_k": 20} for vLLM).
+    neutral_sampling: also send top_k, min_p and repetition_penalty at their neutral values
+        (`NEUTRAL_SAMPLING`). A vLLM server fills the fields it is not sent from the model's
+        generation config (Qwen: top_k 20), so without them it samples another distribution
+        than the hf and vllm backends. vLLM and restrl's server accept them; set False for an
+        API that rejects unknown fields (api.openai.com).
+    add_special_tokens: None sends nothing (the server's default: vLLM adds the BOS); False
+        asks a vLLM server not to add special tokens, for prompts already rendered by a chat
+        template that writes its own BOS (Llama, DeepSeek).
+    extra_body: extra JSON fields for every request; they win over the fields above.
     """
 
     def __init__(
@@ -97,6 +106,8 @@ class OpenAIGenerator(BaseGenerator):
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         timeout: float = 600.0,
+        neutral_sampling: bool = True,
+        add_special_tokens: bool | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         if chat and prompts_per_request != 1:
@@ -109,6 +120,8 @@ class OpenAIGenerator(BaseGenerator):
         self.max_retries = max(0, max_retries)
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.neutral_sampling = neutral_sampling
+        self.add_special_tokens = add_special_tokens
         self.extra_body = dict(extra_body or {})
         key = resolve_api_key(api_key)
         self._client = httpx.Client(
@@ -149,6 +162,10 @@ class OpenAIGenerator(BaseGenerator):
             body["stop"] = list(config.stop)
         if config.seed is not None:
             body["seed"] = config.seed
+        if self.neutral_sampling:
+            body |= NEUTRAL_SAMPLING
+        if self.add_special_tokens is not None:
+            body["add_special_tokens"] = self.add_special_tokens
         return body | self.extra_body
 
     def _request(

@@ -4,7 +4,10 @@
 
 Endpoints: GET /v1/models, GET /health, POST /v1/completions (prompt: string or list of
 strings, answered in one batch), POST /v1/chat/completions (rendered with the tokenizer's chat
-template). Request defaults follow the OpenAI API (temperature 1, max_tokens 16). Requests are
+template and tokenised without adding special tokens: the template writes its own BOS).
+Request defaults follow the OpenAI API (temperature 1, max_tokens 16). vLLM's top_k, min_p and
+repetition_penalty are accepted at their neutral values only (what restrl's clients send); any
+other value is refused with 400, since this server does not implement them. Requests are
 served one at a time (a lock around the model); send prompt lists to batch. Errors come back
 as {"error": {"message", "type"}} with status 400 (bad request), 401, or 500.
 `--fail-first K` answers the first K generation requests with `--fail-status` (default 503):
@@ -38,6 +41,21 @@ class _SamplingFields(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    # vLLM's extensions, accepted only where they change nothing (see `unsupported`).
+    top_k: int = -1
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+    def unsupported(self) -> list[str]:
+        """The vLLM extension fields set to a value this server does not implement."""
+        bad = []
+        if self.top_k not in (-1, 0):
+            bad.append(f"top_k={self.top_k} (only -1 or 0: no top-k)")
+        if self.min_p != 0.0:
+            bad.append(f"min_p={self.min_p} (only 0)")
+        if self.repetition_penalty != 1.0:
+            bad.append(f"repetition_penalty={self.repetition_penalty} (only 1)")
+        return bad
 
     def config(self) -> GenerationConfig:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -111,15 +129,22 @@ class _Service:
                 raise ApiError(self.fail_status, "injected failure (--fail-first)", "server_error")
         if body.stream:
             raise ApiError(400, "stream=true is not supported by this server")
+        if bad := body.unsupported():
+            raise ApiError(400, "not supported by this server: " + ", ".join(bad))
 
-    def generate(self, prompts: list[str], body: _SamplingFields) -> GenerationResult:
+    def generate(
+        self, prompts: list[str], body: _SamplingFields, rendered: bool = False
+    ) -> GenerationResult:
+        """Samples for `prompts`; `rendered` prompts come from a chat template that wrote its
+        own special tokens, so none are added when they are tokenised."""
         try:
             config = body.config()
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
+        generate = getattr(self.generator, "generate_rendered", None) if rendered else None
         with self.lock:
             try:
-                return self.generator.generate(prompts, config)
+                return (generate or self.generator.generate)(prompts, config)
             except ValueError as exc:  # e.g. an empty prompt: the request's fault
                 raise ApiError(400, str(exc)) from None
 
@@ -195,7 +220,7 @@ def create_app(
         if not hasattr(generator, "format_chat"):
             raise ApiError(400, "this backend has no chat template")
         prompt = generator.format_chat([m.model_dump() for m in body.messages])
-        result = service.generate([prompt], body)
+        result = service.generate([prompt], body, rendered=True)
         choices = [
             {
                 "index": j,

@@ -36,6 +36,7 @@ from restrl.training.trainer_args import (
 log = logging.getLogger("restrl.training.grpo")
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+VLLM_MODES = ("server", "colocate")
 
 
 @dataclass
@@ -53,7 +54,28 @@ class GRPOTrainConfig:
         max_completion_length (int, 1024): tokens generated per continuation.
         num_generations (int, 8): the GRPO group size G for each prompt.
         temperature (float, 0.7): sampling temperature of the group.
-        use_vllm (bool, False): generate with vLLM (GPU only; TRL's `use_vllm`, colocated).
+        use_vllm (bool, False): generate the groups with vLLM instead of transformers (GPU
+            only; TRL's `use_vllm`). TRL then needs vLLM importable in the TRAINING process
+            too (its weight sync uses vLLM's NCCL helpers), with a version TRL 1.16 supports
+            (VLLM_VERSIONS): run `restrl train grpo` from the vLLM environment
+            (/opt/vllm/bin/restrl in docker/Dockerfile.gpu), not from a Prefect flow; the
+            check runs at training start (`check_vllm_for_trl`). docs/gpu.md has the commands.
+        vllm_mode (str, "server"): "server" (TRL 0.18.2's mode, which the seed used): a
+            `trl vllm-serve --model M` process on GPUs of its own samples, and rank 0 sends it
+            the new weights after each step. "colocate": a vLLM engine inside every training
+            process, sharing its GPU.
+        vllm_server_base_url (str, "http://127.0.0.1:8000"): the `trl vllm-serve` server
+            (server mode; not `vllm serve`, which has no weight-update endpoints).
+        vllm_server_timeout (float, 240.0): seconds to wait for that server at the start.
+        vllm_gpu_memory_utilization (float, 0.3): colocate mode: the share of each GPU vLLM
+            takes (TRL's default). In server mode pass `--gpu_memory_utilization` to
+            `trl vllm-serve` instead.
+        vllm_max_model_length (int | None, None): colocate mode: vLLM's context length; None
+            is the model's own (a 7B Qwen's 32k reserves much KV cache: set ~2048). In server
+            mode pass
+            `--max_model_len` to `trl vllm-serve`.
+        vllm_tensor_parallel_size (int, 1): colocate mode: GPUs one vLLM engine spans; it must
+            divide the number of processes. In server mode pass `--tensor_parallel_size`.
     Parameters that control the reward (ReST-RL):
         symbol_reward (float, 1e-3): bonus when the continuation closes its code block.
         trailing_penalty (float, 1e-6): penalty per character after the stop string.
@@ -92,6 +114,12 @@ class GRPOTrainConfig:
     num_generations: int = 8
     temperature: float = 0.7
     use_vllm: bool = False
+    vllm_mode: str = "server"
+    vllm_server_base_url: str = "http://127.0.0.1:8000"
+    vllm_server_timeout: float = 240.0
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_max_model_length: int | None = None
+    vllm_tensor_parallel_size: int = 1
     symbol_reward: float = 1e-3
     trailing_penalty: float = 1e-6
     beta: float = 0.04
@@ -118,6 +146,46 @@ class GRPOTrainConfig:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.max_prompt_length < 1:
             raise ValueError(f"max_prompt_length must be positive, got {self.max_prompt_length}")
+        if self.vllm_mode not in VLLM_MODES:
+            raise ValueError(f"vllm_mode must be one of {VLLM_MODES}, got {self.vllm_mode!r}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError("vllm_gpu_memory_utilization must be in (0, 1], got "
+                             f"{self.vllm_gpu_memory_utilization}")
+        if self.vllm_tensor_parallel_size < 1:
+            raise ValueError("vllm_tensor_parallel_size must be >= 1, got "
+                             f"{self.vllm_tensor_parallel_size}")
+
+
+# vLLM releases TRL 1.16 supports (trl/import_utils.py: 0.22.0-0.31.0); its server mode also
+# needs >= 0.28 for the weight-transfer helpers it imports. docker/Dockerfile.gpu pins 0.31.0.
+VLLM_VERSIONS = ("0.28.0", "0.31.0")
+
+
+def check_vllm_for_trl(installed: str | None) -> None:
+    """Raise, saying what to do, unless vLLM `installed` (its version, None when absent) can
+    drive TRL 1.16's GRPO generation from this process."""
+    from packaging.version import Version
+
+    low, high = VLLM_VERSIONS
+    where = ("run `restrl train grpo` from the vLLM environment (/opt/vllm/bin/restrl in "
+             "docker/Dockerfile.gpu; docs/gpu.md), or set use_vllm=false")
+    if installed is None:
+        raise ImportError("use_vllm=true: TRL imports vLLM in the training process itself (its "
+                          "weight sync uses vLLM's NCCL helpers) and vLLM is not installed in "
+                          f"this environment (vLLM and Prefect cannot share one): {where}")
+    if not Version(low) <= Version(Version(installed).base_version) <= Version(high):
+        raise ImportError(f"use_vllm=true: TRL 1.16 supports vLLM {low}-{high}, this "
+                          f"environment has vLLM {installed}: pip install vllm=={high}")
+
+
+def installed_vllm() -> str | None:
+    """The installed vLLM version, or None (read from package metadata: nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vllm")
+    except PackageNotFoundError:
+        return None
 
 
 def check_group_batch(config: GRPOTrainConfig, processes: int) -> None:
@@ -234,6 +302,8 @@ def grpo_trl_config(config: GRPOTrainConfig, output_dir: str | Path,
     from trl import GRPOConfig
 
     check_group_batch(config, num_processes() if processes is None else processes)
+    if config.use_vllm:
+        check_vllm_for_trl(installed_vllm())
     return GRPOConfig(
         **shared_trainer_kwargs(config, Path(output_dir), model_dtype),
         **checkpointing_kwargs(config.gradient_checkpointing),
@@ -246,10 +316,23 @@ def grpo_trl_config(config: GRPOTrainConfig, output_dir: str | Path,
         epsilon=config.epsilon,
         scale_rewards="group" if config.scale_rewards else "none",
         use_bias_correction_kl=False,  # TRL 0.18.2's KL gradient
-        use_vllm=config.use_vllm,
+        **vllm_kwargs(config),
         model_init_kwargs={"dtype": load_dtype(config.deepspeed_config)},
         disable_tqdm=False,
     )
+
+
+def vllm_kwargs(config: GRPOTrainConfig) -> dict[str, Any]:
+    """TRL `GRPOConfig` fields of the vLLM settings (all of them, used or not)."""
+    return {
+        "use_vllm": config.use_vllm,
+        "vllm_mode": config.vllm_mode,
+        "vllm_server_base_url": config.vllm_server_base_url,
+        "vllm_server_timeout": config.vllm_server_timeout,
+        "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization,
+        "vllm_max_model_length": config.vllm_max_model_length,
+        "vllm_tensor_parallel_size": config.vllm_tensor_parallel_size,
+    }
 
 
 @dataclass

@@ -47,6 +47,8 @@ def shared_trainer_kwargs(config: Any, output_dir: Path,
     if missing:
         raise TypeError(f"{type(config).__name__} lacks the shared trainer fields {missing}")
     on_gpu = torch.cuda.is_available()
+    if config.deepspeed_config and not on_gpu:
+        init_deepspeed_on_cpu()
     if model_dtype is None:
         bf16, fp16 = on_gpu and torch.cuda.is_bf16_supported(), False
     else:
@@ -63,6 +65,23 @@ def shared_trainer_kwargs(config: Any, output_dir: Path,
         "dataloader_num_workers": 0,
     })
     return kwargs
+
+
+def init_deepspeed_on_cpu() -> None:
+    """Start DeepSpeed's process group (gloo) in a distributed CPU run, before any model loads.
+
+    On a GPU accelerate does this when the TrainingArguments set up their device; with
+    `use_cpu` it does not, and ZeRO-3's partitioned loading (`deepspeed.zero.Init` inside
+    `from_pretrained`) then counts one process and stops with "train_batch_size is not equal
+    to micro_batch_per_gpu * gradient_acc_step * world_size 2 != 1 * 1 * 1". A single process
+    needs nothing.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import deepspeed
+
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
 
 
 def checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
