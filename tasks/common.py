@@ -18,6 +18,10 @@ from restrl.stages import RunIds
 # Inputs are small ArtifactRefs and configs; the code version is passed in explicitly.
 CACHE = INPUTS + TASK_SOURCE
 
+# Prefect's temporary server would phone home at start and log an ERROR where there is no
+# network; a user who wants telemetry sets the variable themselves.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 
 @dataclass(frozen=True)
 class RunContext:

@@ -92,3 +92,15 @@ def test_cli_help_path_does_not_import_torch_or_the_sandbox():
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert run("verify", "--help").returncode == 0
+
+
+def test_verify_humaneval_defaults_to_the_packaged_problems(tmp_path):
+    completions = write_jsonl(tmp_path / "c.jsonl", [
+        {"problem_id": "HumanEval/0", "program": "def has_close_elements(n, t):\n    return 1\n"}])
+    out = tmp_path / "v.jsonl"
+    result = run("verify", "--domain", "humaneval", "--completions", str(completions),
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["status"] == "failed"
+    other = run("verify", "--domain", "apps", "--completions", str(completions), "--out", str(out))
+    assert other.returncode == 2 and "--problems is needed for --domain apps" in other.stderr

@@ -31,3 +31,21 @@ def test_nested_runs_carry_params_metrics_and_inputs(mlflow_sqlite):
     inputs = run.inputs.dataset_inputs
     assert inputs[0].dataset.name == "grpo_data" and inputs[0].dataset.digest.startswith("abab")
     assert run.info.status == "FINISHED"
+
+
+def test_default_tracking_keeps_artifacts_under_dot_restrl(tmp_path, monkeypatch):
+    """No MLFLOW_TRACKING_URI: the database and the artifacts both live in .restrl/, never in
+    ./mlruns of the working directory."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run_id = tracking.start_run("plot-run", experiment="where")
+    plot = tmp_path / "plot.png"
+    plot.write_bytes(b"png")
+    tracking.log_artifact_file(run_id, plot, "plots")
+    tracking.end_run(run_id)
+    location = MlflowClient(tracking.tracking_uri()).get_experiment_by_name("where")
+    assert location.artifact_location == (tmp_path / ".restrl" / "mlruns" / "where").as_uri()
+    assert list((tmp_path / ".restrl" / "mlruns" / "where").rglob("plot.png"))
+    assert not (tmp_path / "mlruns").exists()
