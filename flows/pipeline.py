@@ -82,10 +82,27 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
             tracking.log_metrics(run_id, {f"summary/{row['key']}": row["value"]})
         create_markdown_artifact(summary_markdown(summary), key="pipeline-summary",
                                  description="ReST-RL pipeline results")
+        _publish_lineage(params.store, run_id, [policy, str(stage2["value_model"])])
         logger.info("\n%s", summary_markdown(summary))
     return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
             "evaluation": evaluation["results"], "mlflow_run_id": run_id,
             "stage1": stage1, "stage2": stage2}
+
+
+def _publish_lineage(store_root: str | None, run_id: str, uris: list[str]) -> None:
+    """The graph of the pipeline's outputs (Mermaid) as a Prefect markdown artifact and an
+    MLflow artifact of the pipeline run."""
+    from restrl.artifacts import ArtifactStore
+    from restrl.artifacts.lineage import lineage_mermaid
+
+    store = ArtifactStore(store_root)
+    graphs = [lineage_mermaid(store.lineage(uri)) for uri in uris]
+    for name, graph in zip(("policy", "value_model"), graphs, strict=True):
+        tracking.log_text(run_id, graph, f"lineage/{name}.mmd")
+    markdown = "\n\n".join(f"### {name}\n```mermaid\n{graph}\n```"
+                            for name, graph in zip(("policy", "value model"), graphs, strict=True))
+    create_markdown_artifact(markdown, key="pipeline-lineage",
+                             description="Where the trained policy and value model came from")
 
 
 def summarize(results: dict, config: EvalConfig) -> list[dict[str, object]]:

@@ -257,16 +257,22 @@ def doctor(
 @app.command()
 def lineage(
     uri: Annotated[str, typer.Argument(help="Artifact URI (file://... or s3://...).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="tree (each artifact once; repeats are back-references), json (the "
+        "graph's nodes and edges), dot (Graphviz) or mermaid (Markdown).")] = "tree",
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the nested manifests as JSON (each ancestor under its child).")
+    ] = False,
 ) -> None:
     """Print an artifact's ancestry: kinds, parameters, sha256, MLflow run, Prefect flow run."""
-    from restrl.artifacts import ArtifactError, format_lineage, store_for
+    from restrl.artifacts import ArtifactError, store_for
+    from restrl.artifacts.lineage import render_lineage
 
     try:
         tree = store_for(uri).lineage(uri)
-    except ArtifactError as exc:
+        typer.echo(json.dumps(tree, indent=2) if as_json else render_lineage(tree, fmt))
+    except (ArtifactError, ValueError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(tree, indent=2) if as_json else format_lineage(tree))
 
 
 @app.command()

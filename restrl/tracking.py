@@ -142,6 +142,11 @@ def log_input(run_id: str, uri: str, sha256: str, name: str, context: str = "tra
     _client().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
 
 
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """`text` as the run's artifact `artifact_file` (e.g. "lineage/outputs.mmd")."""
+    _client().log_text(run_id, text, artifact_file)
+
+
 def log_artifact_file(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
     _client().log_artifact(run_id, str(path), artifact_path)
 

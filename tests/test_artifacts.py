@@ -104,3 +104,29 @@ def test_store_on_s3_loopback_endpoint(s3_bucket, tmp_path):
     store.put_shard(table(1), "completions", "k", 1)
     assert store.committed_shards("completions", "k") == [1]
     assert Path(tmp_path).exists()
+
+
+def test_lineage_shows_a_shared_ancestor_once_in_every_format(tmp_path):
+    from restrl.artifacts.lineage import lineage_graph, render_lineage
+
+    store = ArtifactStore(str(tmp_path))
+    problems = store.put_table(table(2), "problems", {"domain": "toy"})
+    completions = store.put_table(table(4), "completions", {"n": 2}, [problems])
+    verdicts = store.put_table(table(4), "verdicts", {"timeout": 4}, [problems, completions])
+    data = store.put_table(table(3), "grpo_data", {"mode": "grpo"},
+                           [problems, completions, verdicts])
+    tree = store.lineage(data.uri)
+    graph = lineage_graph(tree)
+    assert list(graph.nodes) == [data.uri, problems.uri, completions.uri, verdicts.uri]
+    assert len(graph.edges) == 6
+    text = render_lineage(tree, "tree")
+    assert text.count(f"problems  {problems.uri}") == 3
+    assert text.count("(see above)") == 3 and text.count("sha256") == 4
+    dot = render_lineage(tree, "dot")
+    assert dot.startswith("digraph") and dot.count("->") == 6
+    mermaid = render_lineage(tree, "mermaid")
+    assert mermaid.startswith("flowchart") and mermaid.count("-->") == 6
+    out = subprocess.run([sys.executable, "-m", "restrl.cli", "lineage", data.uri,
+                          "--format", "json"], capture_output=True, text=True, check=True).stdout
+    assert [n["kind"] for n in json.loads(out)["nodes"]] == [
+        "grpo_data", "problems", "completions", "verdicts"]

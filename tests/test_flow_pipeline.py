@@ -85,3 +85,5 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
     assert "vm_mcts/accuracy" in trained_eval.data.metrics
     artifacts = [a.path for a in client.list_artifacts(trained_eval.info.run_id, "plots")]
     assert artifacts == ["plots/accuracy_vs_budget.png"]
+    graphs = [a.path for a in client.list_artifacts(result["mlflow_run_id"], "lineage")]
+    assert graphs == ["lineage/policy.mmd", "lineage/value_model.mmd"]
