@@ -142,6 +142,24 @@ def log_input(run_id: str, uri: str, sha256: str, name: str, context: str = "tra
     _client().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
 
 
+def log_model_reference(run_id: str, name: str, artifact_uri: str,
+                        metrics: Mapping[str, float] | None = None,
+                        params: Mapping[str, Any] | None = None) -> str:
+    """An MLflow 3 logged model for a checkpoint that lives in our artifact store: linked to
+    `run_id`, with its metrics and parameters, and the store URI as tag `restrl.artifact_uri`
+    (no second copy of the weights). Returns the model id."""
+    client = _client()
+    experiment = client.get_run(run_id).info.experiment_id
+    model = client.create_logged_model(
+        experiment, name=name, source_run_id=run_id, model_type=name,
+        tags={"restrl.artifact_uri": artifact_uri},
+        params={k: str(v)[:6000] for k, v in (params or {}).items()})
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, metric_name(key), float(value), model_id=model.model_id)
+    client.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
+
+
 def log_text(run_id: str, text: str, artifact_file: str) -> None:
     """`text` as the run's artifact `artifact_file` (e.g. "lineage/outputs.mmd")."""
     _client().log_text(run_id, text, artifact_file)

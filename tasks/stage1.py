@@ -137,6 +137,9 @@ def train_policy(ctx: RunContext, mode: str, model: str, data: ArtifactRef,
                                                  Path(work_dir), ctx.run_ids(run_id),
                                                  on_log=step_logger(run_id))
         tracking.set_tags(run_id, {"restrl.policy_uri": ref.uri})
+        tracking.log_model_reference(run_id, "policy", ref.uri,
+                                     {k: v for k, v in extra.items() if isinstance(v, int | float)},
+                                     stages.params_of(config, base_model=model, mode=mode))
     logger.info("policy -> %s (%s)", ref.uri, extra)
     publish(ref, f"ReST {mode.upper()} policy", {"rows_used": extra.get("rows_used", 0)})
     return ref

@@ -53,6 +53,8 @@ def train_value_model(ctx: RunContext, base_model: str, data: ArtifactRef,
                                                 step_logger(run_id))
         tracking.log_metrics(run_id, metrics)
         tracking.set_tags(run_id, {"restrl.value_model_uri": ref.uri})
+        tracking.log_model_reference(run_id, "value_model", ref.uri, metrics,
+                                     params_of(config, base_model=base_model))
     get_run_logger().info("value model -> %s (%s)", ref.uri, metrics)
     publish(ref, "value model", metrics)
     return ref

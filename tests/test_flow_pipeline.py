@@ -85,5 +85,10 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
     assert "vm_mcts/accuracy" in trained_eval.data.metrics
     artifacts = [a.path for a in client.list_artifacts(trained_eval.info.run_id, "plots")]
     assert artifacts == ["plots/accuracy_vs_budget.png"]
+    experiment = client.get_run(result["mlflow_run_id"]).info.experiment_id
+    models = {m.name: m for m in client.search_logged_models([experiment])}
+    assert models["policy"].tags["restrl.artifact_uri"] == result["policy"]
+    assert models["value_model"].tags["restrl.artifact_uri"] == result["value_model"]
+    assert {m.key for m in models["value_model"].metrics} >= {"after/mse", "after/accuracy"}
     graphs = [a.path for a in client.list_artifacts(result["mlflow_run_id"], "lineage")]
     assert graphs == ["lineage/policy.mmd", "lineage/value_model.mmd"]
