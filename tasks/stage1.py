@@ -113,8 +113,21 @@ def build_rest_data(ctx: RunContext, problems: ArtifactRef, completions: Artifac
     get_run_logger().info("ReST %s data: %s -> %s", config.mode, stats, ref.uri)
     if ctx.mlflow_parent_run_id:
         tracking.log_metrics(ctx.mlflow_parent_run_id, {f"rest/{k}": v for k, v in stats.items()})
+        _log_reward_distribution(ctx, verdicts, config.std_accept_threshold)
     publish(ref, f"ReST {config.mode} data", stats)
     return ref
+
+
+def _log_reward_distribution(ctx: RunContext, verdicts: ArtifactRef, threshold: float) -> None:
+    """The per-problem reward and reward-std histograms, on the flow's MLflow run."""
+    import tempfile
+
+    from restrl.rest.plots import plot_reward_distribution
+
+    rows = ctx.store().read_table(verdicts).select(["domain", "problem_id", "reward"]).to_pylist()
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = plot_reward_distribution(rows, threshold, Path(tmp) / "reward_distribution.png")
+        tracking.log_artifact_file(ctx.mlflow_parent_run_id, plot, "plots")
 
 
 @task(name="train-policy", cache_policy=CACHE, persist_result=True)

@@ -85,6 +85,8 @@ def test_self_training_flow_runs_caches_and_detects_corruption(prefect_harness, 
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert [c.info.run_name for c in children] == ["train-grpo"]
     assert tracking.metric_history(children[0].info.run_id, "reward")
+    plots = [a.path for a in client.list_artifacts(parent.info.run_id, "plots")]
+    assert plots == ["plots/reward_distribution.png"]
 
     # Same parameters: served from cache, no sampling and no training.
     import restrl.sampling

@@ -321,3 +321,11 @@ def test_rest_config_basic_mode_is_n_sample_at_most_zero_without_extract_all_lin
     overrides, basic
 ):
     assert RestDataConfig(**overrides).basic_mode is basic
+
+
+def test_reward_distribution_is_per_problem_mean_and_population_std():
+    from restrl.rest.plots import per_problem_rewards
+
+    rows = [{"domain": "apps", "problem_id": "1", "reward": r} for r in (0.0, 1.0)] + [
+        {"domain": "ds1000", "problem_id": "1", "reward": 1.0}]
+    assert per_problem_rewards(rows) == ([0.5, 1.0], [0.5, 0.0])
