@@ -113,16 +113,26 @@ def summarize(results: dict, config: EvalConfig) -> list[dict[str, object]]:
     rows = []
     for label, policy, metric in SUMMARY_ROWS:
         key = metric.format(n=n)
-        value = results.get(policy, {}).get("metrics", {}).get(key)
+        metrics = results.get(policy, {}).get("metrics", {})
+        value = metrics.get(key)
         if value is not None:
             rows.append({"label": label, "policy": policy, "key": f"{policy}_{key}",
-                         "value": float(value), "budget": budgets[metric]})
+                         "value": float(value), "budget": budgets[metric],
+                         "ci_low": metrics.get(f"{key}_ci_low"),
+                         "ci_high": metrics.get(f"{key}_ci_high")})
     return rows
 
 
+def _interval(row: dict[str, object]) -> str:
+    low, high = row.get("ci_low"), row.get("ci_high")
+    return f"{float(low):.3f}-{float(high):.3f}" if low is not None and high is not None else "-"
+
+
 def summary_markdown(rows: list[dict[str, object]]) -> str:
-    lines = ["| result | accuracy | completions per problem |", "|---|---|---|"]
-    lines += [f"| {r['label']} | {float(r['value']):.3f} | {r['budget']} |" for r in rows]
+    lines = ["| result | accuracy | 95% CI over problems | completions per problem |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['label']} | {float(r['value']):.3f} | {_interval(r)} | {r['budget']} |"
+              for r in rows]
     return "\n".join(lines)
 
 

@@ -300,9 +300,11 @@ def demo(
     minutes = (time.perf_counter() - start) / 60
     rows = result["summary"]
     typer.echo("")
-    typer.echo(f"{'result':<36} {'accuracy':>9} {'completions/problem':>20}")
+    typer.echo(f"{'result':<36} {'accuracy':>9} {'95% CI':>13} {'completions/problem':>20}")
     for row in rows:
-        typer.echo(f"{row['label']:<36} {row['value']:>9.3f} {row['budget']:>20}")
+        low, high = row.get("ci_low"), row.get("ci_high")
+        ci = f"{low:.3f}-{high:.3f}" if low is not None and high is not None else "-"
+        typer.echo(f"{row['label']:<36} {row['value']:>9.3f} {ci:>13} {row['budget']:>20}")
     summary = {"rows": rows, "policy": result["policy"], "value_model": result["value_model"],
                "mlflow_run_id": result["mlflow_run_id"], "minutes": round(minutes, 2)}
     summary_path.parent.mkdir(parents=True, exist_ok=True)

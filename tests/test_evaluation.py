@@ -39,7 +39,8 @@ def test_sample_metrics_average_over_problems():
     assert metrics["average_accuracy"] == pytest.approx(1.5 / 4)
     assert metrics["strict_accuracy"] == pytest.approx(0.25)
     assert selection_metrics(rows[:1] + rows[2:3]) == {
-        "accuracy": 0.5, "strict_accuracy": 0.5, "average_accuracy": 0.5, "problems": 2.0}
+        "accuracy": 0.5, "accuracy_ci_low": 0.0, "accuracy_ci_high": 1.0,
+        "strict_accuracy": 0.5, "average_accuracy": 0.5, "problems": 2.0}
 
 
 def test_accuracies_are_per_problem_then_averaged_over_problems():
@@ -126,3 +127,17 @@ def test_accuracy_plot_is_written(tmp_path):
                                     ("best_of_n", 8, 0.5), ("vm_mcts", 8, 0.55)],
                                    tmp_path / "acc.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_carries_a_95_percent_bootstrap_interval_over_problems():
+    from restrl.evaluation.metrics import bootstrap_ci
+
+    assert bootstrap_ci([1.0] * 10) == (1.0, 1.0)
+    low, high = bootstrap_ci([1.0] * 50 + [0.0] * 50)
+    assert 0.38 < low < 0.45 and 0.55 < high < 0.62  # ~ 0.5 -/+ 1.96 * 0.05
+    rows = [{"problem_id": str(i), "reward": float(i % 2), "strict": bool(i % 2)}
+            for i in range(40)]
+    metrics = sample_metrics(rows)
+    assert metrics["pass@1_ci_low"] < metrics["pass@1"] < metrics["pass@1_ci_high"]
+    chosen = selection_metrics(rows)
+    assert chosen["accuracy_ci_low"] < chosen["accuracy"] < chosen["accuracy_ci_high"]
