@@ -31,7 +31,8 @@ _TOY_MCTS = {"iteration_limit": 6, "num_sample": 4, "num_decision": 3, "temperat
 _TOY_VALUE_MODEL = {"learning_rate": 1e-3, "epochs": 3.0, "batch_size_per_device": 16,
                     "max_length": 512, "save_steps": 0}
 _TOY_EVAL = {"sampling": {"n": 8, "temperature": 0.7, "max_tokens": 96}, "ks": [1, 8],
-             "best_of_n": [8], "mcts_iterations": 2, "mcts_num_sample": 4}
+             "best_of_n": [8], "mcts": {"iteration_limit": 2, "num_sample": 4,
+                                        "temperature": 0.7, "max_tokens": 96}}
 
 _TOY_SELF_TRAINING = {
     "problems": [{"domain": "toy", "split": "train", "n": 128}],

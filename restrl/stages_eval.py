@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from restrl.artifacts import ArtifactRef, ArtifactStore, artifact_key
 from restrl.sampling import SamplingConfig
+from restrl.search import MCTSConfig
 from restrl.stages import (
     GeneratorSpec,
     RunIds,
@@ -39,10 +41,11 @@ class EvalConfig:
             worst ("prm").
         reward_model (str | None, None): a Hugging Face sequence-classification reward model
             to score with instead of restrl's value model.
-    VM-MCTS (test phase; the original's `--method MCTS` flags):
-        mcts_iterations (int, 15), mcts_num_sample (int, 5), mcts_num_decision (int, 5),
-        mcts_exploration_constant (float, 0.1), mcts_eps (float, 0.1): its budget is at most
-        iterations x num_sample completions per problem.
+    VM-MCTS:
+        mcts (MCTSConfig, the original's `--method MCTS` flags: 15 iterations, 5 samples, 5
+            decisions, c 0.1, eps 0.1, temperature 0.7, 1024 tokens): the test-phase search
+            (its `phase` is always "test"); its budget is at most iterations x num_sample
+            completions per problem.
     seed (int, 0).
     """
 
@@ -52,11 +55,8 @@ class EvalConfig:
     best_of_n: list[int] = field(default_factory=lambda: [5])
     rm_type: str = "orm"
     reward_model: str | None = None
-    mcts_iterations: int = 15
-    mcts_num_sample: int = 5
-    mcts_num_decision: int = 5
-    mcts_exploration_constant: float = 0.1
-    mcts_eps: float = 0.1
+    mcts: MCTSConfig = field(default_factory=lambda: MCTSConfig.test_phase(
+        iteration_limit=15, num_sample=5, num_decision=5))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,7 +65,8 @@ class EvalConfig:
             raise ValueError(f"unknown evaluation methods {sorted(unknown)}; expected {METHODS}")
 
     def mcts_budget(self) -> int:
-        return self.mcts_iterations * self.mcts_num_sample
+        """Most completions VM-MCTS generates per problem (iterations x samples)."""
+        return int(self.mcts.iteration_limit or 0) * self.mcts.num_sample
 
 
 def _scorer(store: ArtifactStore, config: EvalConfig, value_model: str | None) -> Any:
@@ -159,18 +160,13 @@ def _vm_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator_spec: Ge
              verify_config: VerifyConfig) -> list[dict[str, Any]]:
     """Test-phase MCTS with the value model as PRM; the best-scored completion is verified."""
     from restrl.generation import make_generator
-    from restrl.search import MCTSConfig, best_completion, run_mcts
+    from restrl.search import best_completion, run_mcts
 
     problems = read_problems_artifact(store, problems_ref)
     scorer = _scorer(store, config, value_model)
     model_path, _ = resolve_model(store, generator_spec.model)
     tokenizer = load_tokenizer(model_path)
-    mcts_config = MCTSConfig.test_phase(
-        iteration_limit=config.mcts_iterations, num_sample=config.mcts_num_sample,
-        num_decision=config.mcts_num_decision,
-        exploration_constant=config.mcts_exploration_constant,
-        eps=config.mcts_eps, temperature=config.sampling.temperature,
-        top_p=config.sampling.top_p, max_tokens=config.sampling.max_tokens, seed=config.seed)
+    mcts_config = dataclasses.replace(config.mcts, phase="test")
     generator = make_generator(generator_spec.backend, model_path, **generator_spec.options)
     try:
         trees = run_mcts(problems, generator, tokenizer, scorer, mcts_config)

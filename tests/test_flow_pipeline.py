@@ -23,7 +23,7 @@ TINY_BUDGET = {
     },
     "eval_problems": {"split": "test", "n": 4},
     "eval": {"sampling": {"n": 2, "max_tokens": 48}, "ks": [1, 2], "best_of_n": [2],
-             "mcts_iterations": 1, "mcts_num_sample": 2},
+             "mcts": {"iteration_limit": 1, "num_sample": 2, "max_tokens": 48}},
     "verification": {"timeout": 2.0, "workers": 2},
 }
 
