@@ -214,7 +214,8 @@ def _bwrap_problem() -> str:
     """Why bubblewrap cannot create the namespaces we use for the current user ("" if it can)."""
     if shutil.which("bwrap") is None:
         return "bwrap is not installed"
-    cmd = _bwrap_args(os.geteuid() == 0) + [sys.executable, "-c", "print('ok')"]
+    # -S: the namespaces and the runtime's view are what is checked, not site's start-up time.
+    cmd = _bwrap_args(os.geteuid() == 0) + [sys.executable, "-S", "-c", "print('ok')"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -9,7 +9,9 @@ Untrusted code (programs, and test code too) is compiled with `dont_inherit=True
 module's `from __future__ import annotations` never changes its meaning.
 
 HumanEval / toy `check` runs in a separate checker process that never executes program code
-(see `_check_remotely`): the program's functions are called over a pipe with plain data.
+(see `_check_remotely`): the program's functions are called over a pipe with plain data. Where
+the checker has a uid of its own (the server runs as root), one persistent checker per worker
+judges job after job, each over a fresh channel (`_checker_loop`); otherwise one is forked per job.
 
 Where a verdict depends on assertions that run inside the child (BigCodeBench `TestCases`, DS1000
 `test_execution`), the child reports through a *vault*: an audit hook installed before the program
@@ -51,7 +53,6 @@ import types
 import unittest
 import unittest.case
 import unittest.loader
-import unittest.mock
 import unittest.result
 import unittest.suite
 
@@ -235,9 +236,18 @@ def _snapshot_changed(snap: list[tuple], with_library: bool, _type=type, _str=st
     return ""
 
 
+def _mock() -> types.ModuleType:
+    """unittest.mock, which the unittest/DS1000 drivers guard (a worker for HumanEval/toy only
+    does not load it: it brings asyncio, threading and logging, whose at-fork handlers make
+    every fork touch more memory)."""
+    import unittest.mock
+
+    return unittest.mock
+
+
 def _guarded_objects() -> tuple[list[object], list[object]]:
     """What the program must not replace: the harness (unittest, contextlib) and test libraries."""
-    harness: list[object] = [unittest.mock]
+    harness: list[object] = [_mock()]
     for mod in _UNITTEST_INTERNALS:
         harness.append(mod)
         harness.extend(v for v in vars(mod).values()
@@ -857,18 +867,32 @@ class _TestNamespace(dict):
         return value
 
 
-def _check_remotely(job: dict) -> dict:
-    """Checker side of a check job: the test code, with the program's names as stubs."""
-    channel = _Channel(CHECK_FROM_FD, CHECK_TO_FD)
+def _check_remotely(job: dict, read_fd: int = CHECK_FROM_FD, write_fd: int = CHECK_TO_FD,
+                    codes: dict | None = None) -> dict:
+    """Checker side of a check job: the test code, with the program's names as stubs.
+
+    `codes` caches the compiled test code by its text (a persistent checker judges the same
+    problem many times); the test code is trusted, and each job gets a fresh namespace.
+    """
+    channel = _Channel(read_fd, write_fd)
     signal.signal(signal.SIGALRM, _on_check_alarm)
     try:
         _set_alarm(job["test_timeout"])
+        tests = job["tests"]
+        code = codes.get(tests) if codes is not None else None
+        if code is None:
+            code = _compile(tests, "<tests>")
+            if codes is not None:
+                if len(codes) >= 256:
+                    codes.clear()
+                codes[tests] = code
         hello = channel.recv()
         if hello is None or hello.get("ready") is not True:
+            _set_alarm(0)
             error = str((hello or {}).get("error", "the program exited while loading"))[:500]
             return {"passed": False, "error": error}
         namespace = _TestNamespace(channel)
-        exec(_compile(job["tests"], "<tests>"), namespace)
+        exec(code, namespace)
         check, candidate = namespace["check"], namespace[job["entry_point"]]
         if not isinstance(candidate, _Remote):
             raise NameError(f"function {job['entry_point']!r} is not defined")
@@ -908,6 +932,79 @@ def _checker_main(job: dict, uid: int | None, limits: dict) -> None:
     os._exit(code)
 
 
+CHECKER_SOCKET_FD = 3  # persistent checker: jobs (with their channel's fds) in, reports out
+# A persistent checker whose memory grew past this after a job is replaced by a fresh one.
+_CHECKER_MAX_RSS = 512 << 20
+
+
+def _checker_loop(uid: int | None, memory_bytes: int) -> None:
+    """A worker's persistent checker: judges one check job after another; never runs programs.
+
+    Started once per worker (as its own uid, which no program has: programs cannot signal,
+    trace or read it), it receives each job with the two fds of that job's fresh channel to
+    the program (SCM_RIGHTS), runs the test code in a fresh namespace and answers one report
+    line. Between jobs nothing of the previous job is kept but modules the test code imported
+    and compiled test code: `random`'s state and the recursion limit are restored before every
+    job, so a verdict does not depend on the jobs before it. It exits after a timeout, an
+    unclean job or when its memory grew, and the server starts a fresh one.
+    """
+    import socket
+
+    code = 0
+    try:
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        _set_nondumpable()
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        import random
+
+        sock = socket.socket(fileno=CHECKER_SOCKET_FD)
+        random_state, recursion_limit = random.getstate(), sys.getrecursionlimit()
+        codes: dict = {}
+        while True:
+            header, fds, _, _ = socket.recv_fds(sock, 8, 2)
+            if not header:
+                break
+            if len(header) != 8 or len(fds) != 2:
+                code = 1
+                break
+            size = int.from_bytes(header, "big")
+            data = bytearray()
+            while len(data) < size:
+                chunk = sock.recv(min(size - len(data), 1 << 20))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+            job = json.loads(data)
+            random.setstate(random_state)
+            sys.setrecursionlimit(recursion_limit)
+            try:
+                report = _check_remotely(job, fds[0], fds[1], codes)
+            finally:
+                _set_alarm(0)
+                for fd in fds:
+                    os.close(fd)
+            clean = report.get("timeout") is not True and _own_rss() < _CHECKER_MAX_RSS
+            report["id"] = job.get("id")
+            report["last"] = not clean
+            sock.sendall((json.dumps(report) + "\n").encode())
+            if not clean:
+                break
+    except BaseException:  # noqa: BLE001 - the server sees the socket close and starts another
+        code = 1
+    os._exit(code)
+
+
+def _own_rss() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _drive_unittest(job: dict) -> int:
     """BigCodeBench: the task's TestCases under unittest; the outcome goes through the vault.
 
@@ -918,6 +1015,7 @@ def _drive_unittest(job: dict) -> int:
     whose own names it cannot replace. Then the suite runs once, with a sealed result:
     reward = (run - failures - errors) / tests, a skip the test code declared counts as passed.
     """
+    _mock()  # loaded (preloaded, normally) before test or program code runs
     _swallow_stdout()
     tests_ns = _namespace("__restrl_tests__")
     test_code = _compile(job["tests"], "<tests>")
@@ -934,7 +1032,7 @@ def _drive_unittest(job: dict) -> int:
     # program raising it would pass its test. `except ()` catches nothing.
     unittest.case._ShouldStop = ()  # type: ignore[assignment,misc]
     test_classes = tuple(c for c in cls.__mro__ if c.__module__ == tests_ns["__name__"])
-    codes = _codes_of(test_code, _SealedResult, *_UNITTEST_INTERNALS, unittest.mock,
+    codes = _codes_of(test_code, _SealedResult, *_UNITTEST_INTERNALS, _mock(),
                       *_async_internals())
     result = _SealedResult()
     _install_vault(len(tests), _UnitRun(tests, codes), guard=(tests_ns, *test_classes))
@@ -958,6 +1056,7 @@ def _drive_unittest(job: dict) -> int:
 
 def _drive_ds1000(job: dict) -> int:
     """DS1000: exec code_context, then `test_execution(solution)` and `test_string(solution)`."""
+    _mock()  # loaded (preloaded, normally) before test or program code runs
     _swallow_stdout()
     namespace = _namespace("__restrl_context__")
     exec(_compile(job["tests"], "<code_context>"), namespace)
@@ -1075,6 +1174,113 @@ _CPU_BURST = 0.1
 _WATCH_EVERY = 0.05
 
 
+class _PersistentChecker:
+    """The server's end of a persistent checker (`_checker_loop`), started when first needed."""
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+        self.pid = 0
+        self.sock = None
+        self.memory = 0
+        self.buffer = b""
+        self.job_id = ""
+
+    def send(self, job: dict, fds: tuple[int, int], memory: int) -> bool:
+        """Hand a job and its channel's fds to the checker (starting one if needed)."""
+        import socket
+
+        if self.pid and (self.memory != memory or not self._alive()):
+            self.stop()
+        if not self.pid:
+            self._start(memory)
+        self.job_id = os.urandom(8).hex()  # the report must name it: no stale reports
+        data = json.dumps({"id": self.job_id, "tests": job["tests"],
+                           "entry_point": job["entry_point"],
+                           "test_timeout": job["test_timeout"]}).encode()
+        self.buffer = b""
+        try:
+            self.sock.settimeout(10.0)  # it reads as we write (test code larger than a buffer)
+            socket.send_fds(self.sock, [len(data).to_bytes(8, "big")], list(fds))
+            self.sock.sendall(data)
+            self.sock.setblocking(False)
+        except OSError:
+            self.stop()
+            return False
+        return True
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> tuple[bool, dict | None]:
+        """Read what is there: (done, report); done with no report if the checker is gone."""
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except BlockingIOError:
+            return False, None
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.stop()
+            return True, None
+        self.buffer += chunk
+        if b"\n" not in self.buffer:
+            if len(self.buffer) > 1 << 20:
+                self.stop()
+                return True, None
+            return False, None
+        line, _, rest = self.buffer.partition(b"\n")
+        self.buffer = b""
+        try:
+            report = json.loads(line)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict) or report.get("id") != self.job_id or rest:
+            self.stop()  # out of step: never trust it again
+            return True, None
+        if report.get("last"):
+            self.stop()
+        return True, report
+
+    def _alive(self) -> bool:
+        try:
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return not done
+
+    def _start(self, memory: int) -> None:
+        import socket
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(child.fileno(), CHECKER_SOCKET_FD)
+                os.closerange(CHECKER_SOCKET_FD + 1, 65536)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+            except BaseException:  # noqa: BLE001
+                os._exit(EXIT_SETUP)
+            _checker_loop(self.uid, memory)
+        child.close()
+        parent.setblocking(False)
+        self.pid, self.sock, self.memory = pid, parent, memory
+
+    def stop(self) -> None:
+        if self.pid:
+            if self._alive():  # still our child (never a reused pid)
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.buffer = b""
+
+
 class _Server:
     """Runs one job at a time: a private job directory, supervision, and a clean slate after."""
 
@@ -1082,6 +1288,11 @@ class _Server:
         self.uid = config.get("uid")
         self.checker_uid = config.get("checker_uid")
         self.in_namespace = bool(config.get("in_namespace"))  # alone in a PID namespace
+        if self.in_namespace and os.getpid() > 2:
+            # Namespace mode kills every other process and empties /tmp after each job: on a
+            # host (this file run by hand) that would take the machine's /tmp and processes.
+            raise SystemExit("restrl sandbox server: in_namespace is set but this process is "
+                             f"pid {os.getpid()}, not alone in a PID namespace; refusing")
         self.keep = set(config.get("keep", ()))  # runtime mount points under /tmp
         base = config.get("tmp") or "/tmp"
         # The jobs' parent: not writable by their uid (as root), job names unpredictable.
@@ -1089,6 +1300,11 @@ class _Server:
         os.mkdir(self.base, 0o711)
         self.me = os.getpid()
         self.checker_pid = 0
+        # HumanEval/toy checks run in one persistent checker per worker where it has a uid of
+        # its own (as root): no program can signal, trace or read it. Otherwise (an ordinary
+        # user: programs share its uid) a fresh checker is forked for every job.
+        self.checker = (_PersistentChecker(self.checker_uid) if self.checker_uid is not None
+                        else None)
 
     def run(self, job: dict) -> dict:
         workdir = self._new_workdir()
@@ -1097,6 +1313,10 @@ class _Server:
         finally:
             self._kill_leftovers()
             self._wipe(workdir)
+
+    @property
+    def persistent_checker_pid(self) -> int:
+        return self.checker.pid if self.checker is not None else 0
 
     def _new_workdir(self) -> str:
         while True:  # a name the program cannot guess; if one exists, another
@@ -1121,7 +1341,24 @@ class _Server:
         mine = [stdin_r, out_w, err_w, res_w, tok_w]
         start = time.monotonic()
         checker = -1
-        if check:  # program <-> checker pipes; the program's fds 3/4 are the call channel
+        persistent = None
+        if check and self.checker is not None:  # the job's channel goes to the worker's checker
+            call_r, to_program = os.pipe()
+            from_program, call_w = os.pipe()
+            sent = self.checker.send(job, (from_program, to_program), int(limits["memory_bytes"]))
+            os.close(to_program)
+            os.close(from_program)
+            if not sent:
+                for fd in (*mine, call_r, call_w, stdin_w, out_r, err_r, res_r, tok_r):
+                    os.close(fd)
+                return {"status": "crashed", "error": "sandbox checker did not start",
+                        "stdout": "", "stderr": "", "messages": [], "vault": None,
+                        "seconds": 0.0, "exit_code": None, "signal": None}
+            persistent = self.checker
+            program_fds = (call_r, call_w)
+            mine += [call_r, call_w]
+            job = {**job, "driver": "serve"}
+        elif check:  # program <-> checker pipes; the program's fds 3/4 are the call channel
             call_r, to_program = os.pipe()
             from_program, call_w = os.pipe()
             checker = os.fork()
@@ -1160,11 +1397,13 @@ class _Server:
         for fd in mine:
             os.close(fd)
         try:
-            return self._supervise(pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r)
+            return self._supervise(pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r,
+                                   persistent)
         finally:
             self.checker_pid = 0
 
-    def _supervise(self, pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r) -> dict:  # noqa: ANN001, C901, PLR0912, PLR0915
+    def _supervise(self, pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r,  # noqa: ANN001, C901, PLR0912, PLR0915
+                   persistent=None) -> dict:
         limits = job["limits"]
         deadline = start + float(limits["wall_seconds"])
         max_out = int(limits["output_bytes"])
@@ -1182,9 +1421,13 @@ class _Server:
         main = checker if checker > 0 else pid  # the job is over when this one exits
         pidfd = os.pidfd_open(main)  # readable once it exits, even if grandchildren linger
         exited = False
+        # With a persistent checker, the job is over when its report is in (or it is gone).
+        pending = persistent is not None
+        report = None
+        program_done = False
         watch = _CpuWatch(self, pid, start, float(limits["cpu_seconds"]),
                           int(limits["memory_bytes"]))
-        while open_fds:
+        while open_fds or pending:
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0:
@@ -1195,16 +1438,29 @@ class _Server:
                 if status != "ok":
                     break
             writers = [stdin_w] if stdin_w >= 0 else []
-            fds = list(open_fds) + ([] if exited else [pidfd])
+            fds = list(open_fds) + ([] if exited or program_done else [pidfd])
+            checker_fd = persistent.fileno() if pending else -1
+            if pending:
+                fds.append(checker_fd)
             timeout = 0.0 if exited else max(0.0, min(remaining, watch.next_at - now))
             readable, writable, _ = select.select(fds, writers, [], timeout)
             if exited and not readable:
                 break  # drained what the job left; its other processes are killed below
-            if pidfd in readable:
-                exited = True
-                readable.remove(pidfd)
-                if checker > 0:  # the report is in: the program has nothing more to say
+            if pending and checker_fd in readable:
+                readable.remove(checker_fd)
+                done, report = persistent.read()
+                if done:  # the report is in: the program has nothing more to say
+                    pending = False
+                    exited = True
                     _kill(pid)
+            if pidfd in readable:
+                readable.remove(pidfd)
+                if pending:  # the checker still has to say what that means
+                    program_done = True
+                else:
+                    exited = True
+                    if checker > 0:  # the report is in: the program has nothing more to say
+                        _kill(pid)
             if writable:
                 try:
                     sent += os.write(stdin_w, stdin_data[sent : sent + _CHUNK])
@@ -1231,12 +1487,18 @@ class _Server:
                 break
         os.close(pidfd)
         watch.resume()
+        if pending:  # the checker is still in the middle of this job: never reuse it
+            persistent.stop()
         if status != "ok":
             _kill(pid)
             if checker > 0:
                 _kill(checker)
         wait_status = None
-        if checker > 0:
+        if persistent is not None:
+            _kill(pid)
+            _wait(pid, deadline + 2.0)
+            wait_status = 0 if report is not None else None
+        elif checker > 0:
             _, wait_status = _wait(checker, deadline + 2.0)
             _kill(pid)
             _wait(pid, deadline + 2.0)
@@ -1259,7 +1521,11 @@ class _Server:
             status = "memory"
         elif status == "ok" and term_signal is not None:
             status = "crashed"
-        if checker > 0:
+        if persistent is not None:
+            vault, messages = _checker_vault(report)
+            if status == "ok" and vault is not None and vault.pop("timeout", False):
+                status = "timeout"
+        elif checker > 0:
             vault, messages = _checker_report(bytes(buffers[res_r]))
             if status == "ok" and vault is not None and vault.pop("timeout", False):
                 status = "timeout"
@@ -1283,7 +1549,7 @@ class _Server:
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            if pid in (1, self.me, self.checker_pid):
+            if pid in (1, self.me, self.checker_pid, self.persistent_checker_pid):
                 continue
             if self.in_namespace or _owned_by(pid, self.uid):
                 pids.append(pid)
@@ -1294,7 +1560,8 @@ class _Server:
         for _ in range(3):
             victims = self.job_pids() if (self.in_namespace or self.uid is not None) else []
             if self.checker_uid is not None and not self.in_namespace:
-                victims += [p for p in _all_pids() if _owned_by(p, self.checker_uid)]
+                victims += [p for p in _all_pids() if _owned_by(p, self.checker_uid)
+                            and p != self.persistent_checker_pid]
             if not victims:
                 break
             for pid in victims:
@@ -1434,6 +1701,11 @@ def _checker_report(data: bytes) -> tuple[dict | None, list]:
         report = json.loads(data.splitlines()[0])
     except (IndexError, ValueError, RecursionError):
         return None, []
+    return _checker_vault(report)
+
+
+def _checker_vault(report: object) -> tuple[dict | None, list]:
+    """A checker's report as a sealed vault (and its error as a message)."""
     if not isinstance(report, dict):
         return None, []
     passed = report.get("passed") is True

@@ -19,10 +19,19 @@ PRELOAD_BY_DOMAIN: dict[str, tuple[str, ...]] = {
     "bigcodebench": ("numpy", "pandas"),
     "ds1000": ("numpy", "pandas"),
 }
+# Domains judged by the checker process only (`check(candidate)`): their workers skip
+# unittest.mock (and the asyncio, threading and logging it loads, whose at-fork handlers
+# make every forked job touch, and so copy, a few hundred more pages).
+CHECK_ONLY_DOMAINS = frozenset({"humaneval", "toy"})
+# What HumanEval programs import (typing: one in eight). Not `random`: its at-fork reseeding
+# costs every job, and the tests that use it run in the checker, which imports it itself.
+CHECK_PRELOAD = (*(m for m in DEFAULT_PRELOAD if m != "unittest.mock"), "typing", "string", "copy")
 
 
 def preload_for(domains: Sequence[str]) -> tuple[str, ...]:
     """Modules each worker imports before forking jobs (no domains given: those of all)."""
+    if domains and set(domains) <= CHECK_ONLY_DOMAINS:
+        return CHECK_PRELOAD
     wanted = domains or tuple(PRELOAD_BY_DOMAIN)
     extra = dict.fromkeys(m for d in wanted for m in PRELOAD_BY_DOMAIN.get(d, ())
                           if m not in DEFAULT_PRELOAD)

@@ -1,0 +1,107 @@
+"""The worker's persistent HumanEval/toy checker and the check-only preload: each job is judged
+as if it were alone, whatever the jobs before it did in the same worker.
+
+Run inside a PID namespace, as the other sandbox tests:
+    unshare --pid --fork --mount-proc python -m pytest tests/test_sandbox_checker.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from restrl.problems import Problem
+from restrl.sandbox import Limits, Verifier
+from restrl.sandbox.pool import DEFAULT_PRELOAD, bwrap_works
+from restrl.sandbox.verify import preload_for
+
+CHECK_F = "def check(candidate):\n    assert candidate(2) == 3\n    assert candidate(5) == 6\n"
+GOOD_F = "def f(x):\n    return x + 1\n"
+WRONG_F = "def f(x):\n    return x\n"
+BCB_TESTS = ("import unittest\nfrom unittest.mock import patch\n"
+             "class TestCases(unittest.TestCase):\n"
+             "    def test_a(self):\n        self.assertEqual(task_func(2), 3)\n"
+             "    def test_b(self):\n        with patch('os.getcwd', return_value='x'):\n"
+             "            self.assertEqual(task_func(5), 6)\n")
+
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="needs working bubblewrap")
+
+
+def he(pid: str = "p", tests: str = CHECK_F) -> Problem:
+    return Problem(problem_id=pid, domain="humaneval", prompt="", init_code="", tests=tests,
+                   entry_point="f", io_mode="check")
+
+
+def bcb() -> Problem:
+    return Problem(problem_id="b", domain="bigcodebench", prompt="", init_code="",
+                   tests=BCB_TESTS, entry_point="task_func", io_mode="unittest")
+
+
+@pytest.fixture(scope="module")
+def one():
+    """One HumanEval worker: every job runs after the previous one in the same server."""
+    with Verifier(workers=1, limits=Limits(timeout=2.0), domains=["humaneval"]) as v:
+        yield v
+
+
+def rewards(verifier: Verifier, cases: list[tuple[Problem, str]]) -> list[float]:
+    return [v.reward for v in verifier.verify([c[0] for c in cases], [c[1] for c in cases])]
+
+
+def honest_after(verifier: Verifier) -> list[float]:
+    return rewards(verifier, [(he(), GOOD_F), (he(), WRONG_F)])
+
+
+def test_check_only_domains_preload_no_unittest_mock():
+    assert "unittest.mock" not in preload_for(["humaneval"])
+    assert "unittest.mock" not in preload_for(["humaneval", "toy"])
+    assert set(DEFAULT_PRELOAD) <= set(preload_for(["humaneval", "bigcodebench"]))
+    assert set(DEFAULT_PRELOAD) <= set(preload_for([]))
+
+
+@needs_bwrap
+def test_random_test_inputs_do_not_depend_on_the_jobs_before(one):
+    # Test code drawing unseeded random inputs (as HumanEval/38 and /53 do) sees the same draws
+    # in every job of a worker, as it would alone.
+    tests = ("import random\nDRAW = random.random()\n"
+             "def check(candidate):\n    assert candidate(DRAW)\n")
+    verdicts = rewards(one, [(he("r", tests), "def f(x):\n    return x < 0.5\n")] * 6)
+    assert len(set(verdicts)) == 1
+
+
+@needs_bwrap
+def test_a_check_that_times_out_or_floods_the_checker_costs_only_its_own_verdict(one):
+    loops = "def f(x):\n    while True:\n        pass\n"
+    verdicts = one.verify([he()], [loops])
+    assert (verdicts[0].reward, verdicts[0].status) == (0.0, "timeout")
+    assert honest_after(one) == [1.0, 0.0]
+    flood = "def f(x):\n    return 'a' * (48 << 20)\n"
+    assert rewards(one, [(he(), flood)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+    dies = "import os\ndef f(x):\n    os._exit(0)\n"
+    assert rewards(one, [(he(), dies)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+@needs_bwrap
+def test_a_check_only_worker_still_judges_bigcodebench_with_unittest_mock(one):
+    right = "def task_func(x):\n    return x + 1\n"
+    wrong = "def task_func(x):\n    return x\n"
+    assert rewards(one, [(bcb(), right), (bcb(), wrong)]) == [1.0, 0.0]
+    replaced = ("import sys, types\nsys.modules['unittest.mock'] = types.ModuleType('m')\n"
+                + wrong)
+    assert rewards(one, [(bcb(), replaced)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+@needs_bwrap
+def test_without_a_checker_uid_a_fresh_checker_per_job_still_judges_right():
+    # An ordinary user's sandbox has no second uid for the checker: programs could signal a
+    # persistent one, so each check job forks its own (as root here, the worker is made so).
+    with Verifier(workers=1, limits=Limits(timeout=2.0), domains=["humaneval"]) as v:
+        worker = v.pool.acquire()
+        worker.uid = worker.checker_uid = None
+        v.pool.release(worker)
+        loops = "def f(x):\n    while True:\n        pass\n"
+        verdicts = v.verify([he(), he(), he(), he()], [GOOD_F, WRONG_F, loops, GOOD_F])
+    assert [(x.reward, x.status) for x in verdicts] == [
+        (1.0, "passed"), (0.0, "failed"), (0.0, "timeout"), (1.0, "passed")]
