@@ -120,6 +120,28 @@ def prefect_server(tmp_path_factory):
 REPO = Path(__file__).resolve().parents[1]
 
 
+def store_base_grpo_data(store, problems: int = 2):
+    """A toy problems artifact and a grpo_data artifact of its base rows (what `restrl train
+    grpo` reads), both in `store`; returns (problems_ref, data_ref)."""
+    import pyarrow as pa
+    from transformers import AutoTokenizer
+
+    from restrl import stages
+    from restrl.prompts import format_prompt
+    from restrl.schemas import GRPO_DATA
+    from restrl.toy.tiny_model import tiny_model_path
+
+    problems_ref, _ = stages.load_problems(store, stages.ProblemSource(n=problems))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
+    rows = [{"problem_id": p.problem_id, "domain": p.domain,
+             "prompt": format_prompt(p, tokenizer), "init_state": p.init_code,
+             "partial_state": p.init_code, "prefix_lines": 0, "source": "base"}
+            for p in stages.read_problems_artifact(store, problems_ref)]
+    data = store.put_table(pa.Table.from_pylist(rows, schema=GRPO_DATA), "grpo_data", {"t": 1},
+                           [problems_ref])
+    return problems_ref, data
+
+
 def prefect_cli(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the `prefect` command of this environment from the repository root."""
     exe = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"

@@ -7,6 +7,7 @@ import sys
 
 import pyarrow as pa
 import pytest
+from conftest import store_base_grpo_data
 
 from restrl.artifacts import ArtifactStore
 
@@ -32,22 +33,8 @@ def test_train_value_from_a_stored_value_data_artifact(tmp_path):
 def test_train_grpo_runs_as_the_readme_documents_it(tmp_path):
     """README: `restrl train grpo --model tiny --data URI --problems URI --set
     gradient_accumulation_steps=4` (one group of 8 on one process; max_steps keeps it short)."""
-    from transformers import AutoTokenizer
-
-    from restrl import stages
-    from restrl.prompts import format_prompt
-    from restrl.schemas import GRPO_DATA
-    from restrl.toy.tiny_model import tiny_model_path
-
     store = ArtifactStore(str(tmp_path / "store"))
-    problems_ref, _ = stages.load_problems(store, stages.ProblemSource(n=2))
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
-    rows = [{"problem_id": p.problem_id, "domain": p.domain,
-             "prompt": format_prompt(p, tokenizer), "init_state": p.init_code,
-             "partial_state": p.init_code, "prefix_lines": 0, "source": "base"}
-            for p in stages.read_problems_artifact(store, problems_ref)]
-    data = store.put_table(pa.Table.from_pylist(rows, schema=GRPO_DATA), "grpo_data", {"t": 1},
-                           [problems_ref])
+    problems_ref, data = store_base_grpo_data(store)
     out = subprocess.run(
         [sys.executable, "-m", "restrl.cli", "train", "grpo", "--model", "tiny",
          "--data", data.uri, "--problems", problems_ref.uri,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import store_base_grpo_data
 
 from restrl.artifacts import ArtifactStore
 
@@ -56,22 +57,8 @@ def uri_lines(out: str) -> list[str]:
 
 @pytest.fixture
 def grpo_inputs(tmp_path):
-    from transformers import AutoTokenizer
-
-    from restrl import stages
-    from restrl.prompts import format_prompt
-    from restrl.schemas import GRPO_DATA
-    from restrl.toy.tiny_model import tiny_model_path
-
     store = ArtifactStore(str(tmp_path / "store"))
-    problems_ref, _ = stages.load_problems(store, stages.ProblemSource(n=2))
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
-    rows = [{"problem_id": p.problem_id, "domain": p.domain,
-             "prompt": format_prompt(p, tokenizer), "init_state": p.init_code,
-             "partial_state": p.init_code, "prefix_lines": 0, "source": "base"}
-            for p in stages.read_problems_artifact(store, problems_ref)]
-    data = store.put_table(pa.Table.from_pylist(rows, schema=GRPO_DATA), "grpo_data", {"t": 1},
-                           [problems_ref])
+    problems_ref, data = store_base_grpo_data(store)
     return store, ["train", "grpo", "--model", "tiny", "--data", data.uri, "--problems",
                    problems_ref.uri, "--work-dir", str(tmp_path / "work"),
                    "--set", "max_steps=1", "--set", "max_completion_length=8",
