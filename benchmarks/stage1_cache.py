@@ -27,7 +27,8 @@ def main() -> None:
     os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(tmp / "prefect-results")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
 
-    from flows.self_training import SelfTrainingParams, self_training
+    from restrl_flows.params import SelfTrainingParams
+    from restrl_flows.self_training import self_training
 
     params = SelfTrainingParams.model_validate({
         "problems": {"n": args.problems},
@@ -35,8 +36,7 @@ def main() -> None:
         "sampling": {"n": 4, "max_tokens": 64, "shard_problems": 8},
         "grpo": {"max_steps": args.grpo_steps, "num_generations": 4, "batch_size_per_device": 8,
                  "max_completion_length": 64},
-        "store": str(tmp / "artifacts"),
-        "work_dir": str(tmp / "work"),
+        "run": {"store": str(tmp / "artifacts"), "work_dir": str(tmp / "work")},
     })
     from restrl.toy.tiny_model import tiny_model_path
 

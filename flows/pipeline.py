@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import replace
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
-from flows.evaluate import EvaluateParams, evaluate
-from flows.self_training import SelfTrainingParams, self_training
-from flows.value_model import ValueModelParams, value_model
 from restrl import tracking
-from restrl.stages import ProblemSource, VerifyConfig
-from restrl.stages_eval import EvalConfig
+from restrl.evaluation.config import EvalConfig
+from restrl_flows.evaluate import evaluate
+from restrl_flows.params import (
+    EvaluateParams,
+    PipelineParams,
+    RunSettings,
+    SelfTrainingParams,
+    ValueModelParams,
+)
+from restrl_flows.self_training import self_training
+from restrl_flows.value_model import value_model
 
 SUMMARY_ROWS = (
     ("base policy, pass@1", "base", "sample/pass@1"),
@@ -23,79 +28,50 @@ SUMMARY_ROWS = (
 )
 
 
-class PipelineParams(BaseModel):
-    """The whole pipeline's parameters (the UI form): one section per stage. Defaults are the
-    original code's; `restrl run pipeline --preset toy` (what `restrl demo` runs) gives the
-    small budgets of the CPU demo."""
-
-    model: str = Field("tiny", description="Starting policy: tiny, a path, a hub id or a URI.")
-    backend: str = "hf"
-    stage1: SelfTrainingParams = Field(default_factory=SelfTrainingParams)
-    stage2: ValueModelParams = Field(default_factory=ValueModelParams)
-    mcts_policy: Literal["trained", "base"] = Field(
-        "trained", description="Policy that expands the Stage 2 trees: the Stage 1 policy (the "
-                               "one VM-MCTS decodes with) or the base policy (the original "
-                               "README's Stage 2 command).")
-    value_init: Literal["base", "trained"] = Field(
-        "base", description="Checkpoint the value model starts from: the base policy (the "
-                            "original's choice) or the Stage 1 policy. Ignored when "
-                            "stage2.value_base_model is set.")
-    eval_problems: ProblemSource = Field(
-        default_factory=lambda: ProblemSource(split="test", n=None))
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    verification: VerifyConfig = Field(default_factory=VerifyConfig)
-    store: str | None = None
-    experiment: str = "restrl"
-
-
 @flow(name="pipeline")
 def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
-    """ReST-GRPO on the policy, a value model from MCTS on the trained policy, then base vs
-    trained with plain sampling, best-of-N and VM-MCTS at the same generation budget."""
+    """ReST-GRPO on the policy, a value model from MCTS, then base vs trained with plain
+    sampling, best-of-N and VM-MCTS at the same generation budget."""
     params = params or PipelineParams()
     logger = get_run_logger()
-    with tracking.run("pipeline", {"model": params.model, "backend": params.backend},
-                      experiment=params.experiment) as run_id:
-        # Deep copies: the stage sections are edited below and must not change `params`.
-        stage1_params = params.stage1.model_copy(deep=True, update={
-            "store": params.store, "parent_run_id": run_id, "experiment": params.experiment,
-            "verification": params.verification, "eval_problems": None})
-        stage1_params.generator.model = params.model
-        stage1_params.generator.backend = params.backend
-        stage1 = self_training(stage1_params)
+    with tracking.run("pipeline", {"model": params.generator.model,
+                                   "backend": params.generator.backend},
+                      parent_run_id=params.run.parent_run_id,
+                      experiment=params.run.experiment) as run_id:
+        nested = params.run.model_copy(update={"parent_run_id": run_id})
+        stage1 = self_training(SelfTrainingParams(
+            **dict(params.stage1), generator=params.generator,
+            verification=params.verification, run=nested))
         policy = str(stage1["policy"])
-        stage2_params = params.stage2.model_copy(deep=True, update={
-            "store": params.store, "parent_run_id": run_id, "experiment": params.experiment,
-            "verification": params.verification})
-        stage2_params.generator.model = policy if params.mcts_policy == "trained" else params.model
-        stage2_params.generator.backend = params.backend
-        if stage2_params.value_base_model is None:
-            stage2_params.value_base_model = params.model if params.value_init == "base" else policy
-        stage2 = value_model(stage2_params)
+        base = params.generator.model
+        stage2 = value_model(ValueModelParams(
+            **dict(params.stage2), verification=params.verification, run=nested,
+            generator=replace(params.generator,
+                              model=policy if params.mcts_policy == "trained" else base),
+            value_base_model=base if params.value_init == "base" else policy))
         evaluation = evaluate(EvaluateParams(
-            problems=params.eval_problems, policies={"base": params.model, "trained": policy},
-            backend=params.backend, value_model=str(stage2["value_model"]), eval=params.eval,
-            verification=params.verification, store=params.store,
-            experiment=params.experiment, parent_run_id=run_id))
+            problems=params.eval_problems, policies={"base": base, "trained": policy},
+            backend=params.generator.backend, value_model=str(stage2["value_model"]),
+            eval=params.eval, verification=params.verification, run=nested))
         summary = summarize(evaluation["results"], params.eval)
         for row in summary:
             tracking.log_metrics(run_id, {f"summary/{row['key']}": row["value"]})
         create_markdown_artifact(summary_markdown(summary), key="pipeline-summary",
                                  description="ReST-RL pipeline results")
-        _publish_lineage(params.store, run_id, [policy, str(stage2["value_model"])])
+        _publish_lineage(params.run, run_id, [policy, str(stage2["value_model"])])
         logger.info("\n%s", summary_markdown(summary))
     return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
             "evaluation": evaluation["results"], "mlflow_run_id": run_id,
             "stage1": stage1, "stage2": stage2}
 
 
-def _publish_lineage(store_root: str | None, run_id: str, uris: list[str]) -> None:
+def _publish_lineage(run: RunSettings, run_id: str, uris: list[str]) -> None:
     """The graph of the pipeline's outputs (Mermaid) as a Prefect markdown artifact and an
     MLflow artifact of the pipeline run."""
     from restrl.artifacts import ArtifactStore
     from restrl.artifacts.lineage import lineage_mermaid
 
-    store = ArtifactStore(store_root)
+    store = ArtifactStore(run.store)
     graphs = [lineage_mermaid(store.lineage(uri)) for uri in uris]
     for name, graph in zip(("policy", "value_model"), graphs, strict=True):
         tracking.log_text(run_id, graph, f"lineage/{name}.mmd")

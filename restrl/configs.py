@@ -91,19 +91,26 @@ def _default_text(info: Any) -> str:
     return "(required)" if info.is_required() else repr(info.default)
 
 
+def _listed_config(annotation: Any) -> type | None:
+    """The config class of `list[X]`, when X is one."""
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return item if _fields_of(item) else None
+    return None
+
+
 def field_docs(cls: type, prefix: str = "") -> Iterator[FieldDoc]:
-    """Every setting of `cls`, nested configs expanded into dotted paths, in declaration order."""
+    """Every setting of `cls` in declaration order, nested configs expanded into dotted paths
+    (`a.b.c`; a list of configs as `a.<i>.c`, its elements addressed by index)."""
     for name, info in _fields_of(cls).items():
         path = f"{prefix}{name}"
-        nested = _nested_config(info.annotation)
+        nested, listed = _nested_config(info.annotation), _listed_config(info.annotation)
+        yield FieldDoc(path, _type_name(info.annotation),
+                       "" if nested or listed else _default_text(info), info.description or "")
         if nested is not None:
-            if info.description:
-                yield FieldDoc(path, _type_name(info.annotation), _default_text(info),
-                               info.description)
             yield from field_docs(nested, f"{path}.")
-            continue
-        yield FieldDoc(path, _type_name(info.annotation), _default_text(info),
-                       info.description or "")
+        elif listed is not None:
+            yield from field_docs(listed, f"{path}.<i>.")
 
 
 def undocumented(cls: type) -> list[str]:

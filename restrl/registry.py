@@ -24,7 +24,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from restrl import tracking
+from restrl.configs import config
 
 POLICY_MODEL = "restrl-policy"
 VALUE_MODEL = "restrl-value-model"
@@ -35,18 +38,17 @@ METRIC_TAG = "restrl.metric."
 PROMOTED_METRIC_TAG = "restrl.promoted_metric"
 
 
-@dataclass(frozen=True)
+@config(frozen=True)
 class PromotionRule:
-    """When a challenger replaces the champion.
+    """When a challenger replaces the champion."""
 
-    metric: the trained policy's evaluation metric to compare (a key of the evaluation's metrics,
-        e.g. "vm_mcts/accuracy" or "sample/pass@1"); higher is better.
-    min_improvement: the challenger must score strictly more than champion + min_improvement
-        (0.0: any strict improvement). Raise it to ignore evaluation noise.
-    """
-
-    metric: str = "vm_mcts/accuracy"
-    min_improvement: float = 0.0
+    metric: str = Field("vm_mcts/accuracy", description=(
+        "The trained policy's evaluation metric to compare (a key of the evaluation's metrics, "
+        "e.g. vm_mcts/accuracy or sample/pass@1); higher is better. When the evaluation lacks "
+        "it the retrain flow compares on sample/pass@1 and says so in its summary."))
+    min_improvement: float = Field(0.0, description=(
+        "The challenger must score strictly more than champion + min_improvement (0.0: any "
+        "strict improvement). Raise it to ignore evaluation noise."))
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.min_improvement) or self.min_improvement < 0:

@@ -36,7 +36,7 @@ class SamplingConfig:
 
 def sample_problems(problems: Sequence[Problem], generator: Generator, tokenizer: Any,
                     config: SamplingConfig, seed: int | None = None) -> list[dict[str, Any]]:
-    """Completions rows (schema `restrl.schemas.COMPLETIONS`) for `problems`, n per problem."""
+    """Completions rows (schema `artifacts.schemas.COMPLETIONS`) for `problems`, n each."""
     rows: list[dict[str, Any]] = []
     seed = config.seed if seed is None else seed
     for start in range(0, len(problems), config.problems_per_call):

@@ -1,4 +1,9 @@
-"""What every task shares: the run context, the cache policy, Prefect summaries."""
+"""What every task shares: the run context, the task runner, Prefect summaries.
+
+Caching is the artifact store's (`restrl.artifacts.step`): a step whose artifact key exists
+returns it without work, in any flow run, so the tasks keep no Prefect result cache of their
+own (`NO_CACHE`): one cache, one key.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,23 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
-from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
-
-from restrl import tracking
-from restrl.artifacts import ArtifactRef, ArtifactStore, code_version
-from restrl.stages import RunIds
-
-# Inputs are small ArtifactRefs and configs; the code version is passed in explicitly.
-CACHE = INPUTS + TASK_SOURCE
-
 # Prefect's temporary server would phone home at start and log an ERROR where there is no
-# network; a user who wants telemetry sets the variable themselves.
+# network; a user who wants telemetry sets the variable themselves. restrl's own log lines
+# (what a step reused or resumed, warnings) go to the flow run's log; set before Prefect loads.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "restrl")
+
+from prefect.artifacts import (  # noqa: E402 - after the environment above
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.runtime import flow_run  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from restrl import tracking  # noqa: E402
+from restrl.artifacts import ArtifactRef, ArtifactStore, code_version  # noqa: E402
+from restrl.artifacts.step import RunIds  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -126,17 +126,17 @@ def store_base_grpo_data(store, problems: int = 2):
     import pyarrow as pa
     from transformers import AutoTokenizer
 
-    from restrl import stages
+    from restrl.artifacts.schemas import GRPO_DATA
     from restrl.prompts import format_prompt
-    from restrl.schemas import GRPO_DATA
+    from restrl.steps.problems import ProblemSource, load_problems, read_problems
     from restrl.toy.tiny_model import tiny_model_path
 
-    problems_ref, _ = stages.load_problems(store, stages.ProblemSource(n=problems))
+    problems_ref, _ = load_problems(store, ProblemSource(n=problems))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
     rows = [{"problem_id": p.problem_id, "domain": p.domain,
              "prompt": format_prompt(p, tokenizer), "init_state": p.init_code,
              "partial_state": p.init_code, "prefix_lines": 0, "source": "base"}
-            for p in stages.read_problems_artifact(store, problems_ref)]
+            for p in read_problems(store, problems_ref)]
     data = store.put_table(pa.Table.from_pylist(rows, schema=GRPO_DATA), "grpo_data", {"t": 1},
                            [problems_ref])
     return problems_ref, data

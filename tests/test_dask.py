@@ -7,10 +7,11 @@ import os
 import pyarrow as pa
 import pytest
 
-from restrl import stages
 from restrl.artifacts import ArtifactStore
-from restrl.schemas import COMPLETIONS
-from restrl.stages import ProblemSource, VerifyConfig
+from restrl.artifacts.schemas import COMPLETIONS
+from restrl.sandbox import Limits
+from restrl.steps.problems import ProblemSource, load_problems, read_problems
+from restrl.steps.verify import VerifyConfig
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +31,14 @@ def test_verification_fans_out_to_a_local_dask_cluster(dask_cluster, tmp_path, m
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from tasks.common import default_task_runner, make_context
-    from tasks.stage1 import verify
+    from restrl_tasks.common import default_task_runner, make_context
+    from restrl_tasks.stage1 import verify
 
     monkeypatch.setenv("RESTRL_DASK_ADDRESS", dask_cluster.scheduler_address)
     monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path / "results"))
     store = ArtifactStore(str(tmp_path / "store"))
-    problems_ref, _ = stages.load_problems(store, ProblemSource(n=6))
-    problems = stages.read_problems_artifact(store, problems_ref)
+    problems_ref, _ = load_problems(store, ProblemSource(n=6))
+    problems = read_problems(store, problems_ref)
     rows = []
     for p in problems:  # a passing and a failing program per problem
         for idx, body in enumerate([p.meta["reference"][len(p.init_code):], "    return None\n"]):
@@ -47,7 +48,7 @@ def test_verification_fans_out_to_a_local_dask_cluster(dask_cluster, tmp_path, m
                          "prompt_tokens": 0, "completion_tokens": 0, "finish_reason": "stop"})
     completions_ref = store.put_table(pa.Table.from_pylist(rows, schema=COMPLETIONS),
                                       "completions", {"test": "dask"}, [problems_ref])
-    config = VerifyConfig(timeout=2.0, workers=1, shard_rows=3)
+    config = VerifyConfig(limits=Limits(timeout=2.0), workers=1, shard_rows=3)
 
     runner = default_task_runner()
     assert type(runner).__name__ == "DaskTaskRunner"

@@ -21,7 +21,7 @@ TINY_STAGE1 = {
     "sampling": {"n": 4, "max_tokens": 32, "shard_problems": 4},
     "grpo": {"max_steps": 1, "num_generations": 4, "batch_size_per_device": 8,
              "max_completion_length": 32},
-    "verification": {"timeout": 2.0, "workers": 1},
+    "verification": {"limits": {"timeout": 2.0}, "workers": 1},
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -24,7 +23,7 @@ TINY_BUDGET = {
     "eval_problems": {"split": "test", "n": 4},
     "eval": {"sampling": {"n": 2, "max_tokens": 48}, "ks": [1, 2], "best_of_n": [2],
              "mcts": {"iteration_limit": 1, "num_sample": 2, "max_tokens": 48}},
-    "verification": {"timeout": 2.0, "workers": 2},
+    "verification": {"limits": {"timeout": 2.0}, "workers": 2},
 }
 
 
@@ -40,11 +39,9 @@ def deep_merge(base: dict, extra: dict) -> dict:
 def tiny_pipeline_params() -> dict:
     """PipelineParams' full JSON with the toy preset and TINY_BUDGET merged in (what a user
     would paste)."""
-    from flows.pipeline import PipelineParams
-    from restrl.presets import preset_values
+    from restrl_flows.params import PipelineParams
 
-    values = json.loads(PipelineParams().model_dump_json())
-    return deep_merge(deep_merge(values, preset_values("toy", "pipeline")), TINY_BUDGET)
+    return deep_merge(PipelineParams.toy().model_dump(mode="json"), TINY_BUDGET)
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +57,21 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
                                                            monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from flows.pipeline import PipelineParams, pipeline
     from restrl import tracking
     from restrl.artifacts import ArtifactStore
+    from restrl_flows.params import PipelineParams
+    from restrl_flows.pipeline import pipeline
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     values = tiny_pipeline_params()
-    values["store"] = str(tmp_path / "artifacts")
-    values["stage1"]["work_dir"] = values["stage2"]["work_dir"] = str(tmp_path / "work")
+    values["run"] = {"store": str(tmp_path / "artifacts"), "work_dir": str(tmp_path / "work")}
     result = pipeline(PipelineParams.model_validate(values))
 
     labels = [row["label"] for row in result["summary"]]
     assert labels == ["base policy, pass@1", "after ReST-GRPO, pass@1",
                       "best-of-N with the value model", "VM-MCTS at the same budget"]
     assert all(0.0 <= row["value"] <= 1.0 for row in result["summary"])
-    store = ArtifactStore(values["store"])
+    store = ArtifactStore(values["run"]["store"])
     lineage = store.lineage(result["value_model"])
     assert lineage["parents"][0]["kind"] == "value_data"
     eval_rows = store.read_table(result["evaluation"]["trained"]["eval_results"]).to_pylist()

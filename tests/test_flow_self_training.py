@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from restrl import stages
 from restrl.artifacts import ArtifactCorrupted, ArtifactStore
 from restrl.sampling import SamplingConfig
-from restrl.stages import GeneratorSpec, ProblemSource
+from restrl.steps.models import GeneratorSpec
+from restrl.steps.problems import ProblemSource, load_problems
+from restrl.steps.sample import sample
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +36,18 @@ def prefect_harness(tmp_path_factory):
 
 
 def small_params(store: str, work: Path, **changes):
-    from flows.self_training import SelfTrainingParams
+    from restrl_flows.params import SelfTrainingParams
 
     values = {
         "problems": {"domain": "toy", "split": "train", "n": 8, "seed": 0},
         "eval_problems": {"domain": "toy", "split": "test", "n": 8, "seed": 0},
         "sampling": {"n": 4, "temperature": 1.0, "max_tokens": 48, "shard_problems": 4},
         "eval_sampling": {"n": 2, "temperature": 0.7, "max_tokens": 48},
-        "verification": {"timeout": 2.0, "workers": 2},
+        "verification": {"limits": {"timeout": 2.0}, "workers": 2},
         "grpo": {"max_completion_length": 48, "num_generations": 4, "batch_size_per_device": 8,
                  "max_steps": 2, "learning_rate": 1e-4, "save_steps": 0,
                  "max_prompt_length": 512},
-        "store": store,
-        "work_dir": str(work),
+        "run": {"store": store, "work_dir": str(work)},
     }
     for dotted, value in changes.items():
         node = values
@@ -62,8 +62,8 @@ def test_self_training_flow_runs_caches_and_detects_corruption(prefect_harness, 
                                                                monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from flows.self_training import self_training
     from restrl import tracking
+    from restrl_flows.self_training import self_training
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     store_root = str(tmp_path / "artifacts")
@@ -113,13 +113,15 @@ def test_self_training_flow_runs_caches_and_detects_corruption(prefect_harness, 
 
 SAMPLER = """
 import sys
-from restrl import stages
-from restrl.artifacts import ArtifactStore, ArtifactRef
+from restrl.artifacts import ArtifactStore
 from restrl.sampling import SamplingConfig
+from restrl.steps.models import GeneratorSpec
+from restrl.steps.problems import ProblemSource, load_problems
+from restrl.steps.sample import sample
 store = ArtifactStore(sys.argv[1])
-problems, _ = stages.load_problems(store, stages.ProblemSource(n=12))
+problems, _ = load_problems(store, ProblemSource(n=12))
 config = SamplingConfig(n=2, max_tokens=32, shard_problems=4)
-ref = stages.sample(store, problems, stages.GeneratorSpec(), config)
+ref = sample(store, problems, GeneratorSpec(), config)
 print(ref.uri)
 """
 
@@ -153,21 +155,21 @@ def test_sampling_killed_midway_resumes_from_committed_shards(tmp_path):
     assert resumed_table.equals(clean_table)
 
 
-def test_stages_skip_work_when_the_artifact_exists(tmp_path):
+def test_steps_skip_work_when_the_artifact_exists(tmp_path):
     store = ArtifactStore(str(tmp_path))
-    problems, _ = stages.load_problems(store, ProblemSource(n=2))
-    again, _ = stages.load_problems(store, ProblemSource(n=2))
+    problems, _ = load_problems(store, ProblemSource(n=2))
+    again, _ = load_problems(store, ProblemSource(n=2))
     assert again == problems
     config = SamplingConfig(n=1, max_tokens=8, shard_problems=1)
-    ref = stages.sample(store, problems, GeneratorSpec(), config)
-    assert stages.sample(store, problems, GeneratorSpec(), config) == ref
+    ref = sample(store, problems, GeneratorSpec(), config)
+    assert sample(store, problems, GeneratorSpec(), config) == ref
 
 
 def test_self_training_flow_on_s3_and_an_mlflow_server(prefect_harness, s3_bucket, mlflow_server,
                                                        tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from flows.self_training import self_training
+    from restrl_flows.self_training import self_training
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     result = self_training(small_params(f"s3://{s3_bucket}/restrl", tmp_path / "work",
@@ -188,14 +190,14 @@ def test_self_training_with_rest_mode_dpo_or_sft_trains_that_policy(prefect_harn
     from mlflow.tracking import MlflowClient
 
     from restrl import tracking
-    from restrl.cli import run_flow
+    from restrl_flows.cli import run_flow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     store_root = str(tmp_path / "artifacts")
     result = run_flow("self-training", [
         f"rest.mode={mode}", "problems.0.n=16", "sampling.n=4", "sampling.max_tokens=48",
-        "eval_problems=null", f"{mode}.max_steps=2", f"store={store_root}",
-        f"work_dir={tmp_path / 'work'}", "verification.workers=2"], None, preset="toy")
+        "eval_problems=null", f"{mode}.max_steps=2", f"run.store={store_root}",
+        f"run.work_dir={tmp_path / 'work'}", "verification.workers=2"], None, preset="toy")
     store = ArtifactStore(store_root)
     assert store.read_table(result[f"{mode}_data"]).num_rows > 0
     lineage = store.lineage(result["policy"])

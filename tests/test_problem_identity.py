@@ -9,13 +9,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from restrl import stages
 from restrl.artifacts import ArtifactStore
+from restrl.artifacts.schemas import COMPLETIONS
 from restrl.problems.model import index_problems
 from restrl.prompts import closing_stop
 from restrl.rest import RestDataConfig
-from restrl.schemas import COMPLETIONS
-from restrl.stages import ProblemSource
+from restrl.steps.problems import ProblemSource, load_problems, merge_problems, read_problems
+from restrl.steps.rest_data import build_rest_data
+from restrl.steps.verify import VerifyConfig, verify
 
 COLLIDE = Path(__file__).parent / "fixtures" / "collide"
 DOMAINS = ("apps", "bigcodebench", "ds1000")
@@ -30,32 +31,32 @@ def correct_program(problem) -> str:
 
 
 def load_sets(store: ArtifactStore):
-    refs = [stages.load_problems(store, ProblemSource(domain=d, path=str(COLLIDE / f"{d}.jsonl"),
+    refs = [load_problems(store, ProblemSource(domain=d, path=str(COLLIDE / f"{d}.jsonl"),
                                                       n=None))[0] for d in DOMAINS]
-    return refs, stages.merge_problems(store, refs)
+    return refs, merge_problems(store, refs)
 
 
 def test_problem_sets_merge_into_one_artifact_whose_lineage_lists_each_set(tmp_path):
     store = ArtifactStore(str(tmp_path))
     refs, merged = load_sets(store)
-    problems = stages.read_problems_artifact(store, merged)
+    problems = read_problems(store, merged)
     assert [(p.domain, p.problem_id) for p in problems] == [(d, "7") for d in DOMAINS]
     parents = store.lineage(merged.uri)["parents"]
     assert sorted(p["uri"] for p in parents) == sorted(r.uri for r in refs)
-    assert stages.merge_problems(store, refs) == merged  # cached
-    assert stages.merge_problems(store, refs[:1]) == refs[0]  # one set is used as it is
+    assert merge_problems(store, refs) == merged  # cached
+    assert merge_problems(store, refs[:1]) == refs[0]  # one set is used as it is
 
 
 def test_merging_two_sets_that_share_a_domain_and_id_is_an_error(tmp_path):
     store = ArtifactStore(str(tmp_path))
     apps = str(COLLIDE / "apps.jsonl")
-    first, _ = stages.load_problems(store, ProblemSource(domain="apps", path=apps, n=None))
+    first, _ = load_problems(store, ProblemSource(domain="apps", path=apps, n=None))
     copy = tmp_path / "apps-copy.jsonl"
     row = json.loads(Path(apps).read_text())
     copy.write_text(json.dumps({**row, "question": row["question"] + "\n(again)"}) + "\n")
-    second, _ = stages.load_problems(store, ProblemSource(domain="apps", path=str(copy), n=None))
+    second, _ = load_problems(store, ProblemSource(domain="apps", path=str(copy), n=None))
     with pytest.raises(ValueError, match="apps/7 appears twice"):
-        stages.merge_problems(store, [first, second])
+        merge_problems(store, [first, second])
 
 
 def test_toy_problem_ids_differ_across_seeds():
@@ -83,14 +84,14 @@ def _completions(problems) -> pa.Table:
 def test_multi_domain_stage1_rewards_each_completion_against_its_own_problem(tmp_path):
     store = ArtifactStore(str(tmp_path))
     _, merged = load_sets(store)
-    problems = stages.read_problems_artifact(store, merged)
+    problems = read_problems(store, merged)
     completions = store.put_table(_completions(problems), "completions", {"test": 1}, [merged])
-    verdicts = stages.verify(store, merged, completions, stages.VerifyConfig(workers=2))
+    verdicts = verify(store, merged, completions, VerifyConfig(workers=2))
     rewards = {(r["domain"], r["problem_id"], r["sample_idx"]): r["reward"]
                for r in store.read_table(verdicts).to_pylist()}
     assert rewards == {(d, "7", i): float(i == 0) for d in DOMAINS for i in (0, 1)}
 
-    data, stats = stages.build_rest_data(store, merged, completions, verdicts,
+    data, stats = build_rest_data(store, merged, completions, verdicts,
                                          RestDataConfig(n_sample=1))
     rows = store.read_table(data).to_pylist()
     assert {(r["domain"], r["problem_id"]) for r in rows} == {(d, "7") for d in DOMAINS}
@@ -135,7 +136,7 @@ def test_sampling_a_mixed_batch_makes_one_call_per_stop_set(tmp_path):
 
     store = ArtifactStore(str(tmp_path))
     _, merged = load_sets(store)
-    problems = stages.read_problems_artifact(store, merged)
+    problems = read_problems(store, merged)
     generator = RecordingGenerator()
     rows = sample_problems(problems, generator, None, SamplingConfig(n=2))
     assert sorted(generator.calls) == sorted([(2, tuple(stop_strings("apps"))),

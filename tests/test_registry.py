@@ -161,18 +161,19 @@ def test_local_source_on_an_mlflow_server_is_uploaded_to_the_run(mlflow_server, 
 
 
 def test_retrain_flow_imports_and_its_params_validate():
-    from flows.retrain import RetrainParams, retrain
+    from restrl_flows.params import RetrainParams
+    from restrl_flows.retrain import retrain
 
     params = RetrainParams()
-    assert params.metric == METRIC and params.fallback_model == "tiny"
+    assert params.promotion.metric == METRIC and params.pipeline.generator.model == "tiny"
     assert RetrainParams.model_validate(params.model_dump()) == params
     with pytest.raises(ValueError):
-        RetrainParams(min_improvement=-1.0)
+        RetrainParams(promotion={"min_improvement": -1.0})
     assert retrain.name == "retrain"
 
 
 def test_starting_model_is_the_champion_policy_or_the_fallback(mlflow_sqlite, store):
-    from flows.retrain import starting_model
+    from restrl_flows.retrain import starting_model
 
     assert starting_model("tiny") == "tiny"
     policy, vm, run_id = candidate(store, mlflow_sqlite, "a", 0.5)

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from restrl.artifacts.schemas import COMPLETIONS, VERDICTS
 from restrl.problems.model import Problem
 from restrl.prompts import format_prompt
 from restrl.rest import (
@@ -17,7 +18,6 @@ from restrl.rest import (
     build_rest_data,
     join_samples,
 )
-from restrl.schemas import COMPLETIONS, VERDICTS
 
 INIT = "def solve(x):\n"
 SOLUTION = "    y = x + 1\n    y = y * 2\n    y = y - 3\n    return y\n"  # L = 4 lines

@@ -265,7 +265,7 @@ def test_train_dpo_saves_a_loadable_model_whose_weights_changed(tiny, tmp_path):
 def test_train_sft_saves_a_loadable_model_whose_weights_changed(tiny, tmp_path):
     import pyarrow as pa
 
-    from restrl.schemas import SFT_DATA
+    from restrl.artifacts.schemas import SFT_DATA
 
     rows = [{"problem_id": r["problem"].problem_id, "domain": "toy", "prompt": r["prompt"],
              "completion": "    return x\n```", "reward": 1.0} for r in toy_rows(4)]

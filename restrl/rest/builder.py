@@ -23,10 +23,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from restrl.artifacts.schemas import DPO_DATA, GRPO_DATA, SFT_DATA
 from restrl.problems.model import Problem, ProblemKey, index_problems
 from restrl.prompts import ChatTokenizer, closing_stop, format_prompt
 from restrl.rest.config import RestDataConfig
-from restrl.schemas import DPO_DATA, GRPO_DATA, SFT_DATA
 
 KEYS: tuple[str, str, str] = ("domain", "problem_id", "sample_idx")
 SAMPLE_COLUMNS: tuple[str, ...] = (*KEYS, "code", "reward")

@@ -1,0 +1,137 @@
+"""Step: evaluate. Plain sampling (pass@k), best-of-N with a scorer, and VM-MCTS decoding, each
+verified in the sandbox (REFERENCE.md s.7)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from restrl.artifacts import ArtifactRef, ArtifactStore
+from restrl.artifacts.step import Built, RunIds, Step, params_of, run_step
+from restrl.evaluation.config import EvalConfig
+from restrl.problems.model import Problem
+from restrl.steps.models import GeneratorSpec, make_generator, model_identity, resolve_model
+from restrl.steps.problems import read_problems
+from restrl.steps.sample import sample
+from restrl.steps.verify import VerifyConfig, verify
+
+Point = tuple[str, float, float]
+
+
+def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator: GeneratorSpec,
+             value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
+             run_ids: RunIds | None = None) -> tuple[ArtifactRef, dict[str, float], list[Point]]:
+    """Every configured method on the problems: the `eval_results` artifact, its metrics, and
+    the plot points (method, completions generated per problem, accuracy)."""
+    vm_identity = model_identity(store, value_model) if value_model else {}
+    params = params_of(config, backend=generator.backend,
+                       **model_identity(store, generator.model),
+                       **{f"value_{k}": v for k, v in vm_identity.items()})
+
+    def build() -> Built:
+        import pyarrow as pa
+
+        from restrl.artifacts.schemas import EVAL_RESULTS
+
+        rows, metrics, points = _run_methods(store, problems_ref, generator, value_model,
+                                             config, verify_config, run_ids)
+        return Built(table=pa.Table.from_pylist(rows, schema=EVAL_RESULTS),
+                     extra={"metrics": metrics, "points": points})
+
+    ref, extra = run_step(store, Step("eval_results", params, (problems_ref,)), build, run_ids)
+    return ref, extra.get("metrics", {}), [tuple(p) for p in extra.get("points", [])]
+
+
+def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: GeneratorSpec,
+                 value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
+                 run_ids: RunIds | None) -> tuple[list[dict], dict[str, float], list[Point]]:
+    from restrl.evaluation import (
+        choose_best_of_n,
+        sample_metrics,
+        score_completions,
+        selection_metrics,
+    )
+
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {}
+    points: list[Point] = []
+    problems = read_problems(store, problems_ref)
+    if {"sample", "best_of_n"} & set(config.methods):
+        completions = _verified_samples(store, problems_ref, generator, config, verify_config,
+                                        run_ids)
+        if "sample" in config.methods:
+            sampled = sample_metrics(completions, ks=[k for k in config.ks
+                                                      if k <= config.sampling.n])
+            metrics.update({f"sample/{k}": v for k, v in sampled.items()})
+            points.append(("sample", 1, sampled.get("pass@1", sampled["strict_accuracy"])))
+            rows += [_row(c, "sample", 1, None) for c in completions]
+        if "best_of_n" in config.methods:
+            scores = score_completions(_scorer(store, config, value_model), completions,
+                                       problems, config.rm_type)
+            for n in (n for n in config.best_of_n if n <= config.sampling.n):
+                chosen = choose_best_of_n(completions, scores, n)
+                chosen_metrics = selection_metrics(chosen)
+                metrics.update({f"best_of_{n}/{k}": v for k, v in chosen_metrics.items()})
+                points.append(("best_of_n", n, chosen_metrics.get("accuracy", 0.0)))
+                rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
+    if "vm_mcts" in config.methods:
+        mcts_rows = _vm_mcts(store, problems, generator, value_model, config, verify_config)
+        chosen_metrics = selection_metrics(mcts_rows)
+        metrics.update({f"vm_mcts/{k}": v for k, v in chosen_metrics.items()})
+        points.append(("vm_mcts", config.mcts_budget(), chosen_metrics.get("accuracy", 0.0)))
+        rows += mcts_rows
+    return rows, metrics, points
+
+
+def _verified_samples(store: ArtifactStore, problems_ref: ArtifactRef,
+                      generator: GeneratorSpec, config: EvalConfig, verify_config: VerifyConfig,
+                      run_ids: RunIds | None) -> list[dict[str, Any]]:
+    """The sampling step's completions with their verdicts' reward and strict pass."""
+    completions_ref = sample(store, problems_ref, generator, config.sampling, run_ids)
+    verdicts_ref = verify(store, problems_ref, completions_ref, verify_config, run_ids)
+    completions = store.read_table(completions_ref).to_pylist()
+    verdicts = store.read_table(verdicts_ref).to_pylist()
+    for c, v in zip(completions, verdicts, strict=True):
+        c.update(reward=v["reward"], strict=v["strict"])
+    return completions
+
+
+def _scorer(store: ArtifactStore, config: EvalConfig, value_model: str | None) -> Any:
+    from restrl.training.value import HFRewardModelScorer, ValueModelScorer
+
+    if config.reward_model:
+        return HFRewardModelScorer(config.reward_model)
+    if value_model is None:
+        raise ValueError("best_of_n and vm_mcts need a value model or a reward_model")
+    return ValueModelScorer(resolve_model(store, value_model)[0])
+
+
+def _row(c: dict[str, Any], method: str, budget: int, score: float | None) -> dict[str, Any]:
+    return {"domain": c["domain"], "problem_id": c["problem_id"], "method": method,
+            "budget": budget, "sample_idx": c.get("sample_idx", 0), "program": c["program"],
+            "score": score, "reward": float(c["reward"]), "strict": bool(c["strict"])}
+
+
+def _vm_mcts(store: ArtifactStore, problems: list[Problem], generator: GeneratorSpec,
+             value_model: str | None, config: EvalConfig,
+             verify_config: VerifyConfig) -> list[dict[str, Any]]:
+    """Test-phase MCTS with the value model as PRM; the best-valued completion is verified."""
+    from restrl.search import best_completion, run_mcts
+
+    scorer = _scorer(store, config, value_model)
+    policy, tokenizer = make_generator(store, generator)
+    try:
+        trees = run_mcts(problems, policy, tokenizer, scorer,
+                         dataclasses.replace(config.mcts, phase="test"))
+    finally:
+        policy.close()
+    chosen = [best_completion(tree) for tree in trees]  # trees come in the order of problems
+    # A search that valued nothing answers with an empty program, as the original's.
+    programs = [c.program if c is not None else "" for c in chosen]
+    with verify_config.verifier(sorted({p.domain for p in problems})) as verifier:
+        verdicts = verifier.verify(problems, programs)
+    return [{"domain": p.domain, "problem_id": p.problem_id, "method": "vm_mcts",
+             "budget": config.mcts_budget(), "sample_idx": 0, "program": program,
+             "score": c.reward if c is not None else None, "reward": v.reward,
+             "strict": v.strict}
+            for p, c, program, v in zip(problems, chosen, programs, verdicts, strict=True)]
