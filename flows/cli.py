@@ -38,10 +38,11 @@ PRESET_HELP = ("Starting parameters, before --params-file and --set: 'reference'
                "ReST-RL defaults) or 'toy' (the small CPU budgets of `restrl demo`).")
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` merged into `base` (nested dicts merged, other values replaced); returns base."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            deep_merge(base[key], value)
         else:
             base[key] = value
     return base
@@ -60,7 +61,7 @@ def run_flow(name: str, overrides: list[str], params_file: Path | None,
     try:
         values = preset_params(params_model, preset).model_dump(mode="json")
         if params_file is not None:
-            _merge(values, json.loads(params_file.read_text()))
+            deep_merge(values, json.loads(params_file.read_text()))
         apply_overrides(values, overrides)
         params = params_model.model_validate(values)
     except (ValueError, ValidationError) as exc:

@@ -59,6 +59,7 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
         create_markdown_artifact(summary_markdown(summary), key="pipeline-summary",
                                  description="ReST-RL pipeline results")
         _publish_lineage(params.run, run_id, [policy, str(stage2["value_model"])])
+        _publish_curves(evaluation["results"], run_id)
         logger.info("\n%s", summary_markdown(summary))
     return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
             "evaluation": evaluation["results"], "mlflow_run_id": run_id,
@@ -79,6 +80,23 @@ def _publish_lineage(run: RunSettings, run_id: str, uris: list[str]) -> None:
                             for name, graph in zip(("policy", "value model"), graphs, strict=True))
     create_markdown_artifact(markdown, key="pipeline-lineage",
                              description="Where the trained policy and value model came from")
+
+
+def _publish_curves(results: dict, run_id: str) -> None:
+    """Base and trained accuracy-vs-budget curves on one figure (Prefect and MLflow)."""
+    import tempfile
+    from pathlib import Path
+
+    from restrl.evaluation.plots import plot_accuracy_vs_budget
+    from restrl_tasks.common import publish_plot
+
+    curves = {label: [tuple(p) for p in result.get("points", [])]
+              for label, result in results.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = plot_accuracy_vs_budget(curves, Path(tmp) / "accuracy_vs_budget.png",
+                                       title="base vs trained: accuracy vs generation budget")
+        publish_plot(plot, "accuracy-vs-budget", "Accuracy vs generation budget, base and "
+                     "trained policy", run_id)
 
 
 def summarize(results: dict, config: EvalConfig) -> list[dict[str, object]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 # Prefect's temporary server would phone home at start and log an ERROR where there is no
 # network; a user who wants telemetry sets the variable themselves. restrl's own log lines
@@ -102,3 +103,13 @@ def publish(ref: ArtifactRef, title: str, summary: dict[str, object] | None = No
     if mlflow_url:
         create_markdown_artifact(f"MLflow run: [{mlflow_url}]({mlflow_url})",
                                  key=artifact_key_name(f"{ref.kind}-mlflow"))
+
+
+def publish_plot(path: Path, key: str, title: str, run_id: str | None) -> None:
+    """A plot as a Prefect markdown artifact (the image inline) and an MLflow run artifact."""
+    from restrl.evaluation.plots import markdown_image
+
+    create_markdown_artifact(f"### {title}\n\n{markdown_image(path, title)}",
+                             key=artifact_key_name(key), description=title)
+    if run_id:
+        tracking.log_artifact_file(run_id, path, "plots")

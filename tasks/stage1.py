@@ -18,7 +18,7 @@ from restrl.steps.problems import ProblemSource
 from restrl.steps.verify import VerifyConfig, summarize_verdicts
 from restrl.training.grpo import GRPOTrainConfig
 from restrl.training.preference import DPOTrainConfig, SFTTrainConfig
-from restrl_tasks.common import RunContext, publish, step_logger
+from restrl_tasks.common import RunContext, publish, publish_plot, step_logger
 from restrl_tasks.shards import run_sharded
 
 
@@ -89,7 +89,9 @@ def _log_reward_distribution(ctx: RunContext, verdicts: ArtifactRef, threshold: 
     rows = ctx.store().read_table(verdicts).select(["domain", "problem_id", "reward"]).to_pylist()
     with tempfile.TemporaryDirectory() as tmp:
         plot = plot_reward_distribution(rows, threshold, Path(tmp) / "reward_distribution.png")
-        tracking.log_artifact_file(ctx.mlflow_parent_run_id, plot, "plots")
+        publish_plot(plot, "reward-distribution", "Stage 1 rewards and per-problem reward std "
+                     "(the ReST filter keeps problems right of the threshold)",
+                     ctx.mlflow_parent_run_id)
 
 
 TrainerConfig = GRPOTrainConfig | DPOTrainConfig | SFTTrainConfig

@@ -79,10 +79,11 @@ def evaluate(ctx: RunContext, label: str, problems: ArtifactRef, generator: Gene
                                                       ctx.run_ids(run_id))
         tracking.log_metrics(run_id, metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            plot = plot_accuracy_vs_budget(points, Path(tmp) / "accuracy_vs_budget.png",
+            plot = plot_accuracy_vs_budget({label: points}, Path(tmp) / "accuracy_vs_budget.png",
                                            title=f"{label}: accuracy vs generation budget")
             tracking.log_artifact_file(run_id, plot, "plots")
         tracking.set_tags(run_id, {"restrl.eval_results_uri": ref.uri})
     get_run_logger().info("%s: %s", label, metrics)
     publish(ref, f"evaluation of {label}", metrics)
-    return {"eval_results": ref.uri, "metrics": metrics, "mlflow_run_id": run_id}
+    return {"eval_results": ref.uri, "metrics": metrics, "points": points,
+            "mlflow_run_id": run_id}

@@ -86,8 +86,8 @@ def test_verify_sets_aside_malformed_problem_rows_and_judges_the_rest(tmp_path):
 
 
 def test_cli_help_path_does_not_import_torch_or_the_sandbox():
-    code = ("import sys, restrl.cli\n"
-            "heavy = [m for m in ('torch', 'transformers', 'pyarrow', 'restrl.sandbox') "
+    code = ("import sys, restrl_flows.cli\n"
+            "heavy = [m for m in ('torch', 'transformers', 'pyarrow', 'restrl.sandbox', 'prefect') "
             "if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -27,18 +27,10 @@ TINY_BUDGET = {
 }
 
 
-def deep_merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def tiny_pipeline_params() -> dict:
     """PipelineParams' full JSON with the toy preset and TINY_BUDGET merged in (what a user
     would paste)."""
+    from restrl_flows.cli import deep_merge
     from restrl_flows.params import PipelineParams
 
     return deep_merge(PipelineParams.toy().model_dump(mode="json"), TINY_BUDGET)

@@ -1,33 +1,57 @@
-"""Accuracy against generation budget, one line per method (logged to MLflow as a PNG)."""
+"""Accuracy against generation budget: one line per (policy, method), as a PNG.
+
+Budget is completions generated per problem. Sampling's line is pass@k, the share of problems
+with a correct program among k samples (what a perfect selector would reach); best-of-k keeps
+the value model's favourite of the same k samples; VM-MCTS is its search at its budget.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+Point = tuple[str, float, float]  # (method, completions per problem, accuracy)
+METHOD_LABELS = {"sample": "sampling, pass@k", "best_of_n": "best-of-k (value model)",
+                 "vm_mcts": "VM-MCTS"}
+STYLES = ("-", "--", ":", "-.")
 
-def plot_accuracy_vs_budget(points: Sequence[tuple[str, float, float]], path: str | Path,
+
+def plot_accuracy_vs_budget(curves: Mapping[str, Sequence[Point]], path: str | Path,
                             title: str = "accuracy vs generation budget") -> Path:
-    """`points` are (method, budget in completions per problem, accuracy); writes a PNG."""
+    """`curves` maps a policy label (e.g. base, trained) to its points; writes a PNG with one
+    colour per method and one line style per policy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method in dict.fromkeys(p[0] for p in points):
-        series = sorted((b, a) for m, b, a in points if m == method)
-        ax.plot([b for b, _ in series], [a for _, a in series], marker="o", label=method)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    methods = list(dict.fromkeys(m for points in curves.values() for m, _, _ in points))
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    for style, (policy, points) in zip(STYLES * 4, curves.items(), strict=False):
+        for method in methods:
+            series = sorted((b, a) for m, b, a in points if m == method)
+            if series:
+                ax.plot([b for b, _ in series], [a for _, a in series], style, marker="o",
+                        color=colors[method],
+                        label=f"{policy}: {METHOD_LABELS.get(method, method)}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("completions generated per problem")
     ax.set_ylabel("accuracy (strict)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def markdown_image(path: str | Path, alt: str) -> str:
+    """The PNG inline in Markdown (a data URI), for places that cannot reach the file."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"![{alt}](data:image/png;base64,{data})"

@@ -59,21 +59,24 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
     if {"sample", "best_of_n"} & set(config.methods):
         completions = _verified_samples(store, problems_ref, generator, config, verify_config,
                                         run_ids)
+        budgets = range(1, config.sampling.n + 1)  # the curves' points: k = 1..N
         if "sample" in config.methods:
             sampled = sample_metrics(completions, ks=[k for k in config.ks
                                                       if k <= config.sampling.n])
             metrics.update({f"sample/{k}": v for k, v in sampled.items()})
-            points.append(("sample", 1, sampled.get("pass@1", sampled["strict_accuracy"])))
+            curve = sample_metrics(completions, ks=budgets)
+            points += [("sample", k, curve[f"pass@{k}"]) for k in budgets if f"pass@{k}" in curve]
             rows += [_row(c, "sample", 1, None) for c in completions]
         if "best_of_n" in config.methods:
             scores = score_completions(_scorer(store, config, value_model), completions,
                                        problems, config.rm_type)
-            for n in (n for n in config.best_of_n if n <= config.sampling.n):
+            for n in budgets:
                 chosen = choose_best_of_n(completions, scores, n)
                 chosen_metrics = selection_metrics(chosen)
-                metrics.update({f"best_of_{n}/{k}": v for k, v in chosen_metrics.items()})
                 points.append(("best_of_n", n, chosen_metrics.get("accuracy", 0.0)))
-                rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
+                if n in config.best_of_n:
+                    metrics.update({f"best_of_{n}/{k}": v for k, v in chosen_metrics.items()})
+                    rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
     if "vm_mcts" in config.methods:
         mcts_rows = _vm_mcts(store, problems, generator, value_model, config, verify_config)
         chosen_metrics = selection_metrics(mcts_rows)
