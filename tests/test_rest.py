@@ -329,3 +329,11 @@ def test_reward_distribution_is_per_problem_mean_and_population_std():
     rows = [{"domain": "apps", "problem_id": "1", "reward": r} for r in (0.0, 1.0)] + [
         {"domain": "ds1000", "problem_id": "1", "reward": 1.0}]
     assert per_problem_rewards(rows) == ([0.5, 1.0], [0.5, 0.0])
+
+
+def test_rest_config_documents_every_field_and_refuses_unknown_keys():
+    from restrl.configs import undocumented
+
+    assert undocumented(RestDataConfig) == []
+    with pytest.raises(ValueError, match="n_samples"):
+        RestDataConfig().with_overrides(n_samples=3)
