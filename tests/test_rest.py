@@ -16,6 +16,7 @@ from restrl.rest import (
     aggregate,
     build_rest_data,
     join_samples,
+    solution_prefixes,
 )
 from restrl.schemas import COMPLETIONS, VERDICTS
 
@@ -337,3 +338,9 @@ def test_rest_config_documents_every_field_and_refuses_unknown_keys():
     assert undocumented(RestDataConfig) == []
     with pytest.raises(ValueError, match="n_samples"):
         RestDataConfig().with_overrides(n_samples=3)
+
+
+def test_solution_prefixes_strip_the_end_and_close_every_line_with_a_newline():
+    assert solution_prefixes("a = 1\nb = 2\n\n  ") == ["a = 1\n", "a = 1\nb = 2\n"]
+    assert solution_prefixes("x = 1") == ["x = 1\n"]
+    assert solution_prefixes(SOLUTION)[-1] == SOLUTION
