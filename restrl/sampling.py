@@ -3,35 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
+from restrl.configs import config
 from restrl.generation import GenerationConfig, Generator
 from restrl.problems.model import Problem
 from restrl.prompts import format_prompt, full_program, postprocess, stop_strings
 
 
-@dataclass
+@config
 class SamplingConfig:
-    """How completions are drawn (the ReST-RL seed's `sample.py` flags).
+    """How completions are drawn (the ReST-RL seed's `sample.py` flags)."""
 
-    n (int, 5): completions per problem; GRPO's variance filter needs several.
-    temperature (float, 0.7) and top_p (float, 1.0): the sampling distribution.
-    max_tokens (int, 1024): most new tokens per completion.
-    seed (int, 0): base of the generation seeds: shard i is sampled from seed + 100003 * i
-        (each generate call adds its first problem's offset in the shard), so a resumed or
-        distributed run draws the same samples.
-    problems_per_call (int, 16): prompts per generate call; larger batches are faster on GPUs.
-    shard_problems (int, 32): problems per committed shard: the unit a crash can lose.
-    """
+    # --- generation ---
+    n: int = Field(5, description="Completions per problem; GRPO's variance filter needs "
+                                  "several.")
+    temperature: float = Field(0.7, description="Softmax temperature of the sampling "
+                                                "distribution (0: greedy, then n must be 1).")
+    top_p: float = Field(1.0, description="Nucleus sampling mass (1.0: the whole distribution).")
+    max_tokens: int = Field(1024, description="Most new tokens per completion.")
+    seed: int = Field(0, description=(
+        "Base of the generation seeds. The sampling step seeds shard i with "
+        "seed + 100_003 * i, and each generate call adds the offset in its shard of its first "
+        "problem, so a resumed or distributed run draws the same samples (changing "
+        "shard_problems or problems_per_call changes which seed a problem gets)."))
 
-    n: int = 5
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 1024
-    seed: int = 0
-    problems_per_call: int = 16
-    shard_problems: int = 32
+    # --- batching and resume ---
+    problems_per_call: int = Field(16, description="Prompts per generate call; larger batches "
+                                                   "are faster on GPUs.")
+    shard_problems: int = Field(32, description="Problems per committed shard: the unit a crash "
+                                                "can lose.")
+
+    @classmethod
+    def toy(cls) -> SamplingConfig:
+        """The toy preset's Stage 1 sampling: 8 samples at T 1.0, 96 tokens, 16-problem shards."""
+        return cls(n=8, temperature=1.0, max_tokens=96, problems_per_call=16, shard_problems=16)
+
+    @classmethod
+    def toy_eval(cls) -> SamplingConfig:
+        """The toy preset's evaluation sampling: 4 samples at T 0.7, 96 tokens."""
+        return cls(n=4, temperature=0.7, max_tokens=96)
 
 
 def sample_problems(problems: Sequence[Problem], generator: Generator, tokenizer: Any,

@@ -9,6 +9,7 @@ import pytest
 from restrl.evaluation import (
     choose_best_of_n,
     pass_at_k,
+    prm_prefixes,
     sample_metrics,
     score_answers,
     selection_metrics,
@@ -141,3 +142,9 @@ def test_accuracy_carries_a_95_percent_bootstrap_interval_over_problems():
     assert metrics["pass@1_ci_low"] < metrics["pass@1"] < metrics["pass@1_ci_high"]
     chosen = selection_metrics(rows)
     assert chosen["accuracy_ci_low"] < chosen["accuracy"] < chosen["accuracy_ci_high"]
+
+
+def test_prm_prefixes_end_at_line_boundaries_and_keep_the_text_as_is():
+    answer = "a = 1\r\nb = 2\n\n"
+    assert prm_prefixes(answer) == ["a = 1\r\n", "a = 1\r\nb = 2\n", answer]
+    assert prm_prefixes("x = 1") == ["x = 1"]  # no newline: the whole answer, unchanged

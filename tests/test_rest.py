@@ -17,6 +17,7 @@ from restrl.rest import (
     aggregate,
     build_rest_data,
     join_samples,
+    solution_prefixes,
 )
 
 INIT = "def solve(x):\n"
@@ -329,3 +330,17 @@ def test_reward_distribution_is_per_problem_mean_and_population_std():
     rows = [{"domain": "apps", "problem_id": "1", "reward": r} for r in (0.0, 1.0)] + [
         {"domain": "ds1000", "problem_id": "1", "reward": 1.0}]
     assert per_problem_rewards(rows) == ([0.5, 1.0], [0.5, 0.0])
+
+
+def test_rest_config_documents_every_field_and_refuses_unknown_keys():
+    from restrl.configs import undocumented
+
+    assert undocumented(RestDataConfig) == []
+    with pytest.raises(ValueError, match="n_samples"):
+        RestDataConfig().with_overrides(n_samples=3)
+
+
+def test_solution_prefixes_strip_the_end_and_close_every_line_with_a_newline():
+    assert solution_prefixes("a = 1\nb = 2\n\n  ") == ["a = 1\n", "a = 1\nb = 2\n"]
+    assert solution_prefixes("x = 1") == ["x = 1\n"]
+    assert solution_prefixes(SOLUTION)[-1] == SOLUTION

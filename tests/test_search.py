@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -312,6 +313,30 @@ def test_iteration_limit_wins_over_the_time_limit():
         MCTSConfig(iteration_limit=None, time_limit=None)
 
 
+
+def test_mcts_config_documents_every_field_and_defaults_to_the_seeds_flags():
+    from restrl.configs import undocumented
+
+    assert undocumented(MCTSConfig) == []
+    cfg = MCTSConfig()
+    assert (cfg.iteration_limit, cfg.num_sample, cfg.num_decision, cfg.exploration_constant,
+            cfg.eps, cfg.phase, cfg.shard_problems) == (100, 5, 5, 0.2, 0.1, "train", 8)
+    with pytest.raises(ValueError, match="shard_problems"):
+        MCTSConfig(shard_problems=0)
+    with pytest.raises(ValueError, match="phase"):
+        MCTSConfig(phase="eval")  # type: ignore[arg-type]
+
+
+def test_toy_mcts_constructors_hold_the_toy_preset_values():
+    toy = MCTSConfig.toy()
+    assert (toy.iteration_limit, toy.num_sample, toy.num_decision, toy.temperature,
+            toy.max_tokens, toy.phase) == (6, 4, 3, 1.0, 96, "train")
+    # The evaluation's default test phase (15 iterations, 5 samples, 5 decisions), cut down.
+    evaluation = MCTSConfig.test_phase(iteration_limit=15, num_sample=5, num_decision=5)
+    toy_test = MCTSConfig.toy_test_phase()
+    assert toy_test == dataclasses.replace(evaluation, iteration_limit=2, num_sample=4,
+                                           temperature=0.7, max_tokens=96)
+
 def test_time_limit_is_per_problem_on_each_trees_own_clock():
     problems = [problem("p"), problem("q", G)]
     cfg = config(iteration_limit=None, time_limit=2.0)
@@ -539,7 +564,7 @@ def test_search_with_the_real_verifier_on_a_toy_problem():
 def test_vm_mcts_answer_ties_go_to_the_first_completion_in_depth_first_order():
     """Depth first, node 3 (under node 1) comes before node 2, though node 2 was created
     first: the original sorts its preorder list of completions stably by score."""
-    from restrl.search.mcts import Completion, Node, Tree, best_completion
+    from restrl.search import Completion, Node, Tree, best_completion
 
     nodes = [Node(0, -1, 0, "", ""), Node(1, 0, 1, "a\n", "a\n"), Node(2, 0, 1, "b\n", "b\n"),
              Node(3, 1, 2, "c\n", "a\nc\n")]

@@ -10,6 +10,7 @@ import copy
 import json
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -101,6 +102,37 @@ def test_mini_build_loads_like_a_hub_model_and_generates(mini_model_dir: Path) -
     info = json.loads((mini_model_dir / tm.INFO_FILE).read_text())
     assert info["steps"] == 3 and info["recipe"]["model"]["hidden_size"] == 32
 
+
+
+def test_generation_gives_the_pipelines_completion_rows_and_keeps_the_training_mode(
+        mini_model_dir: Path) -> None:
+    import pyarrow as pa
+
+    from restrl.schemas import COMPLETIONS
+
+    tokenizer = AutoTokenizer.from_pretrained(mini_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(mini_model_dir).train()
+    problems = toy_problems("test", 3)
+    rows = tm.generate_programs(model, tokenizer, problems, temperature=0.7, samples=2,
+                                max_new_tokens=4)
+    pa.Table.from_pylist(rows, schema=COMPLETIONS)  # the sampling step's table, as is
+    assert [(r["problem_id"], r["sample_idx"]) for r in rows] == [
+        (p.problem_id, i) for p in problems for i in range(2)]
+    assert model.training
+
+
+def test_pass_at_1_is_the_mean_over_problems_of_strict_verdicts(mini_model_dir: Path) -> None:
+    class FirstProblemPasses:
+        def verify(self, problems, programs):  # noqa: ANN001, ANN202
+            return [SimpleNamespace(strict=p.problem_id == first) for p in problems]
+
+    tokenizer = AutoTokenizer.from_pretrained(mini_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(mini_model_dir)
+    problems = toy_problems("test", 4)
+    first = problems[0].problem_id
+    rate = tm.evaluate_pass_at_1(model, tokenizer, problems, temperature=0.7, samples=2,
+                                 max_new_tokens=4, verifier=FirstProblemPasses())
+    assert rate == 0.25
 
 def test_build_failure_leaves_nothing_that_looks_complete(tmp_path, monkeypatch) -> None:
     def boom(out: Path, **kwargs) -> None:

@@ -137,3 +137,22 @@ def test_write_toy_problems_reads_back_as_the_toy_domain(tmp_path, split: str) -
     result = read_problems(path, "toy")
     assert result.rejected == []
     assert result.problems == toy_problems(split, 30, seed=2)
+
+
+def test_toy_sampling_constructors_hold_the_toy_preset_values() -> None:
+    from restrl.sampling import SamplingConfig
+
+    toy, toy_eval = SamplingConfig.toy(), SamplingConfig.toy_eval()
+    assert (toy.n, toy.temperature, toy.max_tokens, toy.problems_per_call,
+            toy.shard_problems) == (8, 1.0, 96, 16, 16)
+    assert (toy_eval.n, toy_eval.temperature, toy_eval.max_tokens) == (4, 0.7, 96)
+    assert (toy.top_p, toy.seed) == (SamplingConfig().top_p, SamplingConfig().seed)
+
+
+def test_sampling_config_documents_every_field_and_refuses_unknown_keys() -> None:
+    from restrl.configs import undocumented
+    from restrl.sampling import SamplingConfig
+
+    assert undocumented(SamplingConfig) == []
+    with pytest.raises(ValueError, match="samples"):
+        SamplingConfig(samples=4)  # type: ignore[call-arg]

@@ -17,8 +17,14 @@ from restrl.scoring import Scorer
 RM_TYPES = ("orm", "prm")
 
 
-def line_prefixes(answer: str) -> list[str]:
-    """Every prefix of `answer` that ends at a line boundary (the last one is the answer)."""
+def prm_prefixes(answer: str) -> list[str]:
+    """The partial answers a PRM scores: every prefix of `answer` that ends at a line boundary
+    (any `str.splitlines` boundary), text unchanged, so the last one is the answer itself and
+    the whole-answer (ORM) score is among them.
+
+    Not `restrl.rest.solution_prefixes`, which strips the end and re-terminates each line, as
+    the seed's ReST-GRPO data does.
+    """
     lines = answer.splitlines(keepends=True)
     return ["".join(lines[: i + 1]) for i in range(len(lines))] or [answer]
 
@@ -39,7 +45,7 @@ def score_answers(scorer: Scorer, questions: Sequence[str], answers: Sequence[st
     flat_questions: list[str] = []
     flat_answers: list[str] = []
     for index, (question, answer) in enumerate(zip(questions, answers, strict=True)):
-        for prefix in line_prefixes(answer):
+        for prefix in prm_prefixes(answer):
             owners.append(index)
             flat_questions.append(question)
             flat_answers.append(prefix)

@@ -11,12 +11,12 @@ from restrl.rest.builder import (
     build_sft_data,
     group_samples,
     join_samples,
-    line_prefixes,
     preference_pair,
     prefix_count,
     problem_rng,
     reward_std,
     sample_prefix_lengths,
+    solution_prefixes,
 )
 from restrl.rest.config import REST_MODES, RestDataConfig, RestMode
 
@@ -34,10 +34,10 @@ __all__ = [
     "build_sft_data",
     "group_samples",
     "join_samples",
-    "line_prefixes",
     "preference_pair",
     "prefix_count",
     "problem_rng",
     "reward_std",
     "sample_prefix_lengths",
+    "solution_prefixes",
 ]

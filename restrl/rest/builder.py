@@ -173,9 +173,13 @@ def preference_pair(samples: Sequence[Sample]) -> tuple[Sample, Sample] | None:
     return ranked[-1], ranked[0]
 
 
-def line_prefixes(code: str) -> list[str]:
-    """The L prefixes of a solution of L lines: `lines = code.rstrip().split("\\n")`, prefix k
-    is lines[:k] each followed by "\\n" (k = 1 .. L; the last one is the whole solution)."""
+def solution_prefixes(code: str) -> list[str]:
+    """The L partial solutions that become ReST-GRPO prefix rows, as the seed cuts them:
+    `lines = code.rstrip().split("\\n")`, prefix k is lines[:k] each followed by "\\n"
+    (k = 1 .. L; the last one is the whole solution, its end normalised to one "\\n").
+
+    Not `restrl.evaluation.prm_prefixes`: that one keeps the text as it is, for a PRM to score.
+    """
     lines = code.rstrip().split("\n")
     return ["".join(line + "\n" for line in lines[:k]) for k in range(1, len(lines) + 1)]
 
@@ -263,7 +267,7 @@ def build_grpo_data(
         stats.accepted_best += 1
         if config.basic_mode:
             continue
-        prefixes = line_prefixes(best.code)
+        prefixes = solution_prefixes(best.code)
         for k in chosen_prefix_lengths(len(prefixes), key, config):
             rows.append(_grpo_row(problem, prompt, prefixes[k - 1], k))
     stats.rows_by_source = _count_sources(rows, ("base", "prefix"))

@@ -6,22 +6,13 @@
     trees = run_mcts(problems, generator, tokenizer, value_model, MCTSConfig.test_phase())
     answer = best_completion(trees[0])                                                # VM-MCTS
 
-The tokenizer only formats the generation prompts; the value model scores (problem.prompt,
-full state) pairs.
+`config` holds the settings, `tree` the tree and the four steps of an iteration, `mcts` the
+lockstep driver, `tables` the Parquet round trip. The tokenizer only formats the generation
+prompts; the value model scores (problem.prompt, full state) pairs.
 """
 
-from restrl.search.mcts import (
-    Completion,
-    MCTSConfig,
-    Node,
-    Tree,
-    best_completion,
-    call_seed,
-    run_mcts,
-    run_mcts_sequential,
-    split_action,
-    tie_seed,
-)
+from restrl.search.config import MCTSConfig
+from restrl.search.mcts import call_seed, run_mcts, run_mcts_sequential
 from restrl.search.tables import (
     MCTS_COMPLETIONS,
     MCTS_NODES,
@@ -30,6 +21,7 @@ from restrl.search.tables import (
     trees_to_tables,
     value_data,
 )
+from restrl.search.tree import Completion, Node, Tree, best_completion, split_action, tie_seed
 
 __all__ = [
     "MCTS_COMPLETIONS",

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from restrl.problems.model import Problem, ProblemKey, index_problems
-from restrl.search.mcts import Completion, Node, Tree
+from restrl.search.tree import Completion, Node, Tree
 
 # One tree node. `value` = value_sum / visits (prior, else 0, when never visited) is written for
 # readers; `tables_to_trees` recomputes it. `prior` is null outside the test phase.

@@ -4,8 +4,8 @@
 (`AutoTokenizer.from_pretrained(path)`, `AutoModelForCausalLM.from_pretrained(path)`), building
 it once per machine (cache keyed by the recipe) under a file lock. The build:
 
-1. trains a byte-level BPE tokenizer (`tokenizers`) on the toy train corpus plus a bounded,
-   deterministic slice of the local Python standard library, with a ChatML chat template;
+1. trains a byte-level BPE tokenizer (`restrl.toy.tiny_tokenizer`) on the toy train corpus plus
+   a bounded, deterministic slice of the local Python standard library, with a ChatML template;
 2. creates a small `Qwen2ForCausalLM`;
 3. warm-starts it by supervised training on toy train-split reference solutions (loss on the
    reply only), and stops as soon as its greedy pass@1 on held-out *calibration* combinations
@@ -14,9 +14,9 @@ it once per machine (cache keyed by the recipe) under a file lock. The build:
 4. measures pass@1 on the toy test split (greedy, and sampled at temperature 0.7) with the
    sandbox verifier and writes it, with the recipe, to `restrl_tiny.json`.
 
-pass@1 here is the mean strict accuracy over the problems (and samples) of a problem set: a
-sample is generated from `format_prompt`, cut at the closing fence (`postprocess`), and its full
-program `init_code + code` is judged by `restrl.sandbox`. Greedy pass@1 decides when to stop.
+pass@1 is measured as the pipeline measures it: samples drawn by `restrl.sampling` through the
+transformers generator (`restrl.generation.hf`), judged by `restrl.sandbox`, scored by
+`restrl.evaluation.pass_at_1`. Greedy pass@1 on the calibration problems decides when to stop.
 
 Training runs on one torch thread by default: on a small shared machine the model's tiny matmuls
 are faster single-threaded (measured: 0.4 s/step vs 2.3 s/step with 2 threads under load), and a
@@ -35,14 +35,13 @@ import os
 import random
 import shutil
 import sys
-import sysconfig
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from restrl.problems.model import Problem
+from restrl.problems.model import Problem, index_problems
 from restrl.toy.tasks import (
     combo_key,
     families_fingerprint,
@@ -50,21 +49,11 @@ from restrl.toy.tasks import (
     stable_hash,
     toy_problems,
 )
+from restrl.toy.tiny_tokenizer import CHAT_TEMPLATE, IM_END, IM_START, build_tokenizer, stdlib_texts
 
 RECIPE_VERSION = 2
 INFO_FILE = "restrl_tiny.json"
 
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
-# ChatML, as Qwen2 uses it. The assistant turn ends with <|im_end|>, the eos token.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 REPLY_END = "```"  # a reply ends with the closing fence, then eos
 
 # The recipe: everything that decides the built model. Its hash names the cache directory.
@@ -159,24 +148,7 @@ def tiny_model_path(cache_dir: str | Path | None = None, *, seed: int = 0,
     return path
 
 
-# ----------------------------------------------------------------------------- text and tokenizer
-
-
-def stdlib_texts(max_bytes: int) -> list[str]:
-    """Python sources of the local standard library, in sorted order, up to `max_bytes`."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    texts, total = [], 0
-    for file in sorted(stdlib.glob("*.py")):
-        if total >= max_bytes:
-            break
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        text = text[: max_bytes - total]
-        texts.append(text)
-        total += len(text)
-    return texts
+# ----------------------------------------------------------------------------- SFT text
 
 
 class _TemplateOnly:
@@ -198,119 +170,48 @@ def sft_text(problem: Problem, tokenizer: Any = None) -> tuple[str, str]:
     return format_prompt(problem, tokenizer or _TemplateOnly()), reference_body(problem) + REPLY_END
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2) -> Any:
-    """A byte-level BPE tokenizer trained on `texts`, with the ChatML chat template.
-
-    It is a `Qwen2Tokenizer` (a `PreTrainedTokenizerFast`) with Qwen2's own normalizer and
-    pre-tokenizer (NFC, Qwen2's split regex - one token per digit - then byte-level): transformers
-    always loads a qwen2 model directory's tokenizer as `Qwen2Tokenizer`, which rebuilds that
-    pipeline around the saved vocabulary and merges, so training with it keeps the tokenizer the
-    build used and the one `AutoTokenizer.from_pretrained` returns identical.
-    eos = <|im_end|> (a reply ends there), pad = <|endoftext|>; padding on the left, as batched
-    generation needs.
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
-
-    backend = Tokenizer(models.BPE())
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(texts, trainer)
-    trained = json.loads(backend.to_str())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
-              for m in trained["merges"]]
-    tokenizer = Qwen2Tokenizer(
-        vocab=trained["vocab"],
-        merges=merges,
-        unk_token=None,
-        eos_token=IM_END,
-        pad_token=ENDOFTEXT,
-        extra_special_tokens=[IM_START],
-        padding_side="left",
-        model_max_length=RECIPE["model"]["max_position_embeddings"],
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
 # ----------------------------------------------------------------------------- generation / eval
 
 
 def generate_programs(model: Any, tokenizer: Any, problems: Sequence[Problem], *,
                       temperature: float = 0.0, samples: int = 1, max_new_tokens: int = 128,
-                      batch_size: int = 64, seed: int = 0) -> list[list[str]]:
-    """`samples` full programs per problem (init_code + reply cut at the closing fence).
+                      batch_size: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+    """Completions rows (`restrl.sampling.sample_problems`), `samples` per problem, from the
+    model being built, through restrl's transformers generator; temperature 0 is greedy.
+    `batch_size` is sequences per batch (a generator batch counts prompts of `samples` rows)."""
+    from restrl.generation.hf import HFGenerator
+    from restrl.sampling import SamplingConfig, sample_problems
 
-    temperature 0 is greedy decoding (then `samples` should be 1).
-    """
-    import torch
-
-    from restrl.prompts import format_prompt, full_program, postprocess
-
-    prompts = [format_prompt(p, tokenizer) for p in problems]
-    jobs = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(samples)]
-    programs: list[list[str]] = [[] for _ in problems]
+    # One generate call for all problems: the generator sorts them by length, so batches pad
+    # little.
+    config = SamplingConfig(n=samples, temperature=temperature, max_tokens=max_new_tokens,
+                            seed=seed, problems_per_call=max(1, len(problems)))
     was_training = model.training
-    model.eval()
-    torch.manual_seed(seed)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     try:
-        with torch.inference_mode():
-            for start in range(0, len(jobs), batch_size):
-                chunk = jobs[start:start + batch_size]
-                batch = tokenizer([prompt for _, prompt in chunk], return_tensors="pt",
-                                  padding=True)
-                kwargs: dict[str, Any] = {"do_sample": False}
-                if temperature > 0:
-                    kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0,
-                              "top_p": 1.0}
-                out = model.generate(**batch, max_new_tokens=max_new_tokens,
-                                     pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id, **kwargs)
-                replies = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
-                                                 skip_special_tokens=True)
-                for (index, _), reply in zip(chunk, replies, strict=True):
-                    code, _ = postprocess(reply, "toy")
-                    programs[index].append(full_program(problems[index], code))
+        generator = HFGenerator(model, tokenizer=tokenizer,
+                                batch_size=max(1, batch_size // samples))  # sets eval mode
+        return sample_problems(problems, generator, tokenizer, config)
     finally:
-        tokenizer.padding_side = old_side
         model.train(was_training)
-    return programs
 
 
 def evaluate_pass_at_1(model: Any, tokenizer: Any, problems: Sequence[Problem], *,
                        temperature: float = 0.0, samples: int = 1, max_new_tokens: int = 128,
                        seed: int = 0, verifier: Any = None) -> float:
-    """pass@1 = mean strict accuracy over all samples of all problems, judged by the sandbox.
-
-    Greedy when temperature is 0; otherwise the unbiased pass@1 estimate from `samples` samples
-    per problem.
-    """
+    """pass@1 (`restrl.evaluation.pass_at_1`) of `samples` samples per problem, judged by the
+    sandbox: greedy when temperature is 0, else the unbiased estimate from the samples."""
+    from restrl.evaluation import pass_at_1
     from restrl.sandbox import Verifier
 
-    programs = generate_programs(model, tokenizer, problems, temperature=temperature,
-                                 samples=samples, max_new_tokens=max_new_tokens, seed=seed)
-    flat_problems = [p for p, progs in zip(problems, programs, strict=True) for _ in progs]
-    flat_programs = [prog for progs in programs for prog in progs]
-    if verifier is None:
-        with Verifier(domains=["toy"]) as own:
-            verdicts = own.verify(flat_problems, flat_programs)
-    else:
-        verdicts = verifier.verify(flat_problems, flat_programs)
-    return sum(v.strict for v in verdicts) / max(1, len(verdicts))
+    rows = generate_programs(model, tokenizer, problems, temperature=temperature,
+                             samples=samples, max_new_tokens=max_new_tokens, seed=seed)
+    by_key = index_problems(problems)
+    judged = [by_key[(row["domain"], row["problem_id"])] for row in rows]
+    programs = [row["program"] for row in rows]
+    with contextlib.ExitStack() as stack:
+        judge = verifier or stack.enter_context(Verifier(domains=["toy"]))
+        verdicts = judge.verify(judged, programs)
+    return pass_at_1([{**row, "strict": v.strict} for row, v in zip(rows, verdicts, strict=True)])
 
 
 # ----------------------------------------------------------------------------- build
@@ -428,7 +329,8 @@ def _build_into(out: Path, *, seed: int, steps: int | None, progress: bool, eval
     corpus = ["".join(sft_text(p)) for p in toy_problems("train", None, seed=seed)]
     tokenizer = build_tokenizer(corpus + stdlib_texts(tok_cfg["stdlib_bytes"]),
                                 vocab_size=tok_cfg["vocab_size"],
-                                min_frequency=tok_cfg["min_frequency"])
+                                min_frequency=tok_cfg["min_frequency"],
+                                model_max_length=model_cfg["max_position_embeddings"])
     examples = _encode(tokenizer, sft)
 
     config = Qwen2Config(
@@ -550,6 +452,3 @@ def _version(package: str) -> str:
 def tiny_model_info(path: str | Path) -> dict[str, Any]:
     """The recipe and measured stats a build wrote (`restrl_tiny.json`)."""
     return json.loads((Path(path) / INFO_FILE).read_text())
-
-
-
