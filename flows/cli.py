@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,6 +125,22 @@ _flow_command("retrain", "Retraining: the pipeline from the champion policy; pro
               "improvement.")
 
 
+def quiet_console() -> None:
+    """One line per step on the console and nothing below a warning besides: Prefect's console
+    handler, MLflow and transformers are turned down (the Prefect UI and MLflow still record
+    every log line). Set before Prefect and MLflow load their logging settings."""
+    for name, value in (("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
+                        ("MLFLOW_LOGGING_LEVEL", "WARNING"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(name, value)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
+    progress = logging.getLogger("restrl_flows.progress")
+    progress.setLevel(logging.INFO)
+    progress.addHandler(handler)
+    progress.propagate = False
+
+
 @app.command()
 def demo(
     set_: Annotated[list[str], typer.Option("--set", help=SET_HELP)] = [],  # noqa: B006
@@ -135,6 +154,7 @@ def demo(
     """
     from restrl.toy.tiny_model import tiny_model_path
 
+    quiet_console()
     start = time.perf_counter()
     typer.echo("restrl demo: the ReST-RL pipeline on the toy domain, tiny model, CPU only")
     typer.echo(f"tiny model: {tiny_model_path()}")

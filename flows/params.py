@@ -37,9 +37,6 @@ def _attach(cls, name, values):  # noqa: ANN001
         setattr(cls, name, classmethod(make))
 
 
-_attach(SamplingConfig, "toy", {"n": 8, "temperature": 1.0, "max_tokens": 96,
-                                "problems_per_call": 16, "shard_problems": 16})
-_attach(SamplingConfig, "toy_eval", {"n": 4, "temperature": 0.7, "max_tokens": 96})
 _attach(GRPOTrainConfig, "toy", {"max_prompt_length": 512, "max_completion_length": 96,
         "num_generations": 8, "temperature": 1.0, "learning_rate": 1e-4, "epochs": 1.0,
         "save_steps": 0, "batch_size_per_device": 16, "gradient_accumulation_steps": 1,
@@ -48,10 +45,6 @@ _attach(DPOTrainConfig, "toy", {"learning_rate": 5e-5, "batch_size_per_device": 
         "save_steps": 0, "max_length": 512})
 _attach(SFTTrainConfig, "toy", {"learning_rate": 5e-5, "batch_size_per_device": 8,
         "save_steps": 0, "max_length": 512})
-_attach(MCTSConfig, "toy", {"iteration_limit": 6, "num_sample": 4, "num_decision": 3,
-        "temperature": 1.0, "max_tokens": 96})
-_attach(MCTSConfig, "toy_test_phase", {"iteration_limit": 2, "num_sample": 4,
-        "temperature": 0.7, "max_tokens": 96})
 _attach(ValueModelConfig, "toy", {"learning_rate": 1e-3, "epochs": 3.0,
         "batch_size_per_device": 16, "max_length": 512, "save_steps": 0})
 

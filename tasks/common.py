@@ -18,6 +18,9 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "restrl")
 
+import logging  # noqa: E402
+
+from prefect import get_run_logger  # noqa: E402
 from prefect.artifacts import (  # noqa: E402 - after the environment above
     create_link_artifact,
     create_markdown_artifact,
@@ -103,6 +106,17 @@ def publish(ref: ArtifactRef, title: str, summary: dict[str, object] | None = No
     if mlflow_url:
         create_markdown_artifact(f"MLflow run: [{mlflow_url}]({mlflow_url})",
                                  key=artifact_key_name(f"{ref.kind}-mlflow"))
+
+
+# One line per step with its figures. Its records reach the flow run's log through
+# `announce`; `restrl demo` also prints them (and nothing else below a warning).
+PROGRESS = logging.getLogger("restrl_flows.progress")
+
+
+def announce(message: str) -> None:
+    """A step's one-line result, in the flow run's log and in the demo's console."""
+    get_run_logger().info(message)
+    PROGRESS.info(message)
 
 
 def publish_plot(path: Path, key: str, title: str, run_id: str | None) -> None:

@@ -18,17 +18,17 @@ from restrl.steps.problems import ProblemSource
 from restrl.steps.verify import VerifyConfig, summarize_verdicts
 from restrl.training.grpo import GRPOTrainConfig
 from restrl.training.preference import DPOTrainConfig, SFTTrainConfig
-from restrl_tasks.common import RunContext, publish, publish_plot, step_logger
+from restrl_tasks.common import RunContext, announce, publish, publish_plot, step_logger
 from restrl_tasks.shards import run_sharded
 
 
 @task(name="load-problems", cache_policy=NO_CACHE)
 def load_problems(ctx: RunContext, source: ProblemSource) -> ArtifactRef:
     ref, rejected = problems.load_problems(ctx.store(), source, ctx.run_ids())
-    logger = get_run_logger()
     for row in rejected:
-        logger.warning("set aside %s", row)
-    logger.info("%d %s problems -> %s", ref.rows, source.domain, ref.uri)
+        get_run_logger().warning("set aside %s", row)
+    aside = f" ({len(rejected)} rows set aside)" if rejected else ""
+    announce(f"problems: {ref.rows} {source.domain} {source.split}{aside} -> {ref.uri}")
     publish(ref, f"{source.domain} problems", {"problems": ref.rows, "set_aside": len(rejected)})
     return ref
 
@@ -36,7 +36,7 @@ def load_problems(ctx: RunContext, source: ProblemSource) -> ArtifactRef:
 @task(name="merge-problem-sets", cache_policy=NO_CACHE)
 def merge_problems(ctx: RunContext, sets: list[ArtifactRef]) -> ArtifactRef:
     ref = problems.merge_problems(ctx.store(), sets, ctx.run_ids())
-    get_run_logger().info("%d problems from %d sets -> %s", ref.rows, len(sets), ref.uri)
+    announce(f"problems: {ref.rows} from {len(sets)} sets -> {ref.uri}")
     publish(ref, "problems", {"problems": ref.rows, "sets": len(sets)})
     return ref
 
@@ -51,6 +51,7 @@ def sample(ctx: RunContext, problems_ref: ArtifactRef, generator: GeneratorSpec,
            config: SamplingConfig) -> ArtifactRef:
     """Sampling fanned out over the flow's task runner, shard by shard."""
     (ref,) = run_sharded(ctx, "sample", (problems_ref, generator, config))
+    announce(f"sampled {ref.rows} completions ({config.n} per problem) from {generator.model}")
     publish(ref, "completions", {"completions": ref.rows, "n_per_problem": config.n})
     return ref
 
@@ -60,6 +61,8 @@ def verify(ctx: RunContext, problems_ref: ArtifactRef, completions: ArtifactRef,
     """Verification fanned out over the flow's task runner, shard by shard."""
     (ref,) = run_sharded(ctx, "verify", (problems_ref, completions, config))
     summary = summarize_verdicts(ctx.store(), ref)
+    announce(f"verified {summary['programs']:.0f} programs: mean reward "
+             f"{summary['mean_reward']:.3f}, strict pass rate {summary['strict_accuracy']:.3f}")
     if ctx.mlflow_parent_run_id:
         tracking.log_metrics(ctx.mlflow_parent_run_id,
                              {f"verify/{k}": v for k, v in summary.items()})
@@ -72,7 +75,8 @@ def build_rest_data(ctx: RunContext, problems_ref: ArtifactRef, completions: Art
                     verdicts: ArtifactRef, config: RestDataConfig, model: str) -> ArtifactRef:
     ref, stats = rest_data.build_rest_data(ctx.store(), problems_ref, completions, verdicts,
                                            config, model, ctx.run_ids())
-    get_run_logger().info("ReST %s data: %s -> %s", config.mode, stats, ref.uri)
+    announce(f"ReST {config.mode} data: {stats.get('problems_kept', 0):.0f} of "
+             f"{stats.get('problems_seen', 0):.0f} problems kept, {stats.get('rows', 0):.0f} rows")
     if ctx.mlflow_parent_run_id:
         tracking.log_metrics(ctx.mlflow_parent_run_id, {f"rest/{k}": v for k, v in stats.items()})
         _log_reward_distribution(ctx, verdicts, config.std_accept_threshold)
@@ -119,6 +123,6 @@ def train_policy(ctx: RunContext, mode: str, model: str, data: ArtifactRef,
         tracking.log_model_reference(run_id, "policy", ref.uri,
                                      {k: v for k, v in extra.items() if isinstance(v, int | float)},
                                      params)
-    get_run_logger().info("policy -> %s (%s)", ref.uri, extra)
+    announce(f"{mode.upper()} policy trained on {extra.get('rows_used', 0)} rows -> {ref.uri}")
     publish(ref, f"ReST {mode.upper()} policy", {"rows_used": extra.get("rows_used", 0)})
     return ref

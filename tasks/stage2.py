@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from restrl import tracking
@@ -18,7 +18,7 @@ from restrl.steps import value_data, value_model
 from restrl.steps.models import GeneratorSpec
 from restrl.steps.verify import VerifyConfig
 from restrl.training.value import ValueModelConfig
-from restrl_tasks.common import RunContext, publish, step_logger
+from restrl_tasks.common import RunContext, announce, publish, step_logger
 from restrl_tasks.shards import run_sharded
 
 
@@ -28,6 +28,7 @@ def collect_mcts(ctx: RunContext, problems: ArtifactRef, generator: GeneratorSpe
     """Train-phase MCTS fanned out over the flow's task runner, a shard of problems at a time."""
     nodes, completions = run_sharded(ctx, "mcts", (problems, generator, config),
                                      (problems, generator, config, verify_config))
+    announce(f"MCTS: {nodes.rows} tree nodes, {completions.rows} verified completions")
     publish(nodes, "MCTS trees", {"nodes": nodes.rows, "completions": completions.rows})
     return nodes, completions
 
@@ -37,7 +38,9 @@ def build_value_data(ctx: RunContext, problems: ArtifactRef, nodes: ArtifactRef,
                      completions: ArtifactRef) -> ArtifactRef:
     ref, stats = value_data.build_value_data(ctx.store(), problems, nodes, completions,
                                              ctx.run_ids())
-    get_run_logger().info("value data: %s -> %s", stats, ref.uri)
+    announce(f"value data: {stats.get('rows', 0):.0f} rows "
+             f"({stats.get('rows_terminal', 0):.0f} terminal), mean reward "
+             f"{stats.get('mean_reward', 0):.3f}")
     if ctx.mlflow_parent_run_id:
         tracking.log_metrics(ctx.mlflow_parent_run_id, {f"value_data/{k}": v
                                                         for k, v in stats.items()})
@@ -58,7 +61,8 @@ def train_value_model(ctx: RunContext, base_model: str, data: ArtifactRef,
         tracking.log_metrics(run_id, metrics)
         tracking.set_tags(run_id, {"restrl.value_model_uri": ref.uri})
         tracking.log_model_reference(run_id, "value_model", ref.uri, metrics, params)
-    get_run_logger().info("value model -> %s (%s)", ref.uri, metrics)
+    announce(f"value model trained: held-out MSE {metrics.get('before/mse', float('nan')):.4f} "
+             f"-> {metrics.get('after/mse', float('nan')):.4f} -> {ref.uri}")
     publish(ref, "value model", metrics)
     return ref
 
@@ -83,7 +87,9 @@ def evaluate(ctx: RunContext, label: str, problems: ArtifactRef, generator: Gene
                                            title=f"{label}: accuracy vs generation budget")
             tracking.log_artifact_file(run_id, plot, "plots")
         tracking.set_tags(run_id, {"restrl.eval_results_uri": ref.uri})
-    get_run_logger().info("%s: %s", label, metrics)
+    announce(f"evaluated {label}: " + ", ".join(
+        f"{key} {value:.3f}" for key, value in metrics.items()
+        if key.endswith(("pass@1", "/accuracy"))))
     publish(ref, f"evaluation of {label}", metrics)
     return {"eval_results": ref.uri, "metrics": metrics, "points": points,
             "mlflow_run_id": run_id}

@@ -28,7 +28,7 @@ def plan_mcts(store: ArtifactStore, problems_ref: ArtifactRef, generator: Genera
               config: MCTSConfig) -> ShardPlan:
     params = params_of(config, backend=generator.backend,
                        **model_identity(store, generator.model))
-    shards = shard_count(problems_ref.rows, getattr(config, 'shard_problems', 8))
+    shards = shard_count(problems_ref.rows, config.shard_problems)
     return plan_shards(store, KINDS, params, [problems_ref], shards)
 
 
@@ -42,7 +42,7 @@ def mcts_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactRef
     if not indices:
         return
     problems = read_problems(store, problems_ref)
-    pieces = shards(problems, getattr(config, 'shard_problems', 8))
+    pieces = shards(problems, config.shard_problems)
     policy, tokenizer = make_generator(store, generator)
     try:
         with verify_config.verifier(sorted({p.domain for p in problems})) as verifier:
