@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from types import SimpleNamespace
 
 import pytest
 
+from restrl.configs import undocumented
 from restrl.problems.model import Problem
 from restrl.training.grpo import (
     GRPOTrainConfig,
@@ -27,6 +27,7 @@ from restrl.training.preference import (
     train_sft,
 )
 from restrl.training.trainer_args import num_processes, truncate_prompts_left
+from restrl.value.config import ValueModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +95,10 @@ def test_grpo_trl_config_carries_the_originals_loss_settings(tmp_path):
     assert args.weight_decay == 0.0 and args.shuffle_dataset
 
 
-@pytest.mark.parametrize("config_class", [GRPOTrainConfig, DPOTrainConfig, SFTTrainConfig])
-def test_every_training_config_field_is_documented(config_class):
-    doc = config_class.__doc__
-    undocumented = [f.name for f in dataclasses.fields(config_class) if f.name not in doc]
-    assert not undocumented
+@pytest.mark.parametrize("config_class", [GRPOTrainConfig, DPOTrainConfig, SFTTrainConfig,
+                                          ValueModelConfig])
+def test_every_training_config_field_has_help_text(config_class):
+    assert undocumented(config_class) == []
 
 
 def test_grpo_default_config_constructs():

@@ -13,21 +13,18 @@ pytest.importorskip("transformers")
 import pyarrow as pa  # noqa: E402
 
 from restrl.scoring import Scorer  # noqa: E402
-from restrl.training.value import (  # noqa: E402
+from restrl.value.config import ValueModelConfig  # noqa: E402
+from restrl.value.data import split_indices, value_text  # noqa: E402
+from restrl.value.metrics import regression_metrics  # noqa: E402
+from restrl.value.model import (  # noqa: E402
     INFO_FILE,
-    HFRewardModelScorer,
-    ValueModelConfig,
     ValueModelInfo,
-    ValueModelScorer,
     encode_texts,
     load_value_model,
     prepare_tokenizer,
-    regression_metrics,
-    split_indices,
-    train_value_model,
-    value_loss,
-    value_text,
 )
+from restrl.value.scorer import HFRewardModelScorer, ValueModelScorer  # noqa: E402
+from restrl.value.train import train_value_model, value_loss  # noqa: E402
 
 GOOD = "return x + 1"
 BAD = ("return x - 1", "return x * 2", "return x + 2", "return 1 + x - 2")
