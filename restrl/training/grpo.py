@@ -311,7 +311,8 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]],
     """Train the policy at `model_path` on ReST-GRPO rows (GRPO_DATA); save it with its
     tokenizer to `output_dir/final`. `problems` are keyed by (domain, problem_id)."""
     from transformers import AutoTokenizer
-    from trl import GRPOTrainer
+
+    from restrl.training.grpo_trainer import ResumableGRPOTrainer
 
     if not rows:
         raise ValueError("no GRPO rows to train on")
@@ -320,7 +321,7 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]],
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
     usable, cut = truncate_prompts_left(rows, tokenizer, config.max_prompt_length)
-    trainer = GRPOTrainer(
+    trainer = ResumableGRPOTrainer(
         model=str(model_path),
         reward_funcs=make_reward_function(problems, verifier, config),
         args=args,
