@@ -39,11 +39,12 @@ from restrl.training.trainer_args import (
 
 log = logging.getLogger("restrl.training.grpo")
 
+
 @config
 class GRPOTrainConfig(TrainerSettings):
     """Everything ReST-GRPO training reads. Defaults: the seed's `train_grpo.py` run as its
-    README / `run_grpo.sh` launches it, with TRL 0.18.2's defaults for what the seed leaves unset.
-    """
+    README / `run_grpo.sh` launches it, with TRL 0.18.2's defaults for what the seed leaves
+    unset."""
 
     # --- data ---
     max_prompt_length: int = Field(
