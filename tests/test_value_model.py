@@ -363,3 +363,21 @@ def test_deepspeed_configs_leave_sizes_to_the_trainer():
             assert config[key] == "auto"
         assert config["bf16"]["enabled"] == "auto"
         assert "optimizer" not in config and "scheduler" not in config  # the Trainer's own
+
+
+@pytest.mark.parametrize("module", ["restrl.value.config", "restrl.training.grpo",
+                                    "restrl.training.preference"])
+def test_importing_a_trainer_config_loads_neither_torch_nor_transformers(module):
+    """The configs are flow parameters and `--set` targets: importing them stays cheap."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (f"import sys, {module}; "
+            "print([m for m in ('torch', 'transformers', 'trl') if m in sys.modules])")
+    repo = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=repo, env={**os.environ, "PYTHONPATH": repo})
+    assert out.stdout.strip() == "[]"
+
