@@ -43,8 +43,9 @@ log = logging.getLogger("restrl.training.grpo")
 @config
 class GRPOTrainConfig(TrainerSettings):
     """Everything ReST-GRPO training reads. Defaults: the seed's `train_grpo.py` run as its
-    README / `run_grpo.sh` launches it, with TRL 0.18.2's defaults for what the seed leaves
-    unset."""
+    README / `run_grpo.sh` launches it (under DeepSpeed ZeRO-2:
+    `deepspeed_config=restrl/training/configs/zero2.json`), with TRL 0.18.2's defaults for what
+    the seed leaves unset."""
 
     # --- data ---
     max_prompt_length: int = Field(
