@@ -22,31 +22,9 @@ from restrl.steps.problems import ProblemSource
 from restrl.steps.verify import VerifyConfig
 from restrl.training.grpo import GRPOTrainConfig
 from restrl.training.preference import DPOTrainConfig, SFTTrainConfig
-from restrl.training.value import ValueModelConfig
+from restrl.value.config import ValueModelConfig
 
 STRICT = ConfigDict(extra="forbid")
-
-# TEMPORARY until the config classes carry their own toy() constructors.
-def _attach(cls, name, values):  # noqa: ANN001
-    if not hasattr(cls, name):
-        import dataclasses
-        def make(klass, _v=values, _base=None):  # noqa: ANN001
-            base = klass.test_phase(iteration_limit=15, num_sample=5, num_decision=5) \
-                if name == "toy_test_phase" else klass()
-            return dataclasses.replace(base, **_v)
-        setattr(cls, name, classmethod(make))
-
-
-_attach(GRPOTrainConfig, "toy", {"max_prompt_length": 512, "max_completion_length": 96,
-        "num_generations": 8, "temperature": 1.0, "learning_rate": 1e-4, "epochs": 1.0,
-        "save_steps": 0, "batch_size_per_device": 16, "gradient_accumulation_steps": 1,
-        "beta": 0.0, "loss_type": "dapo"})
-_attach(DPOTrainConfig, "toy", {"learning_rate": 5e-5, "batch_size_per_device": 8,
-        "save_steps": 0, "max_length": 512})
-_attach(SFTTrainConfig, "toy", {"learning_rate": 5e-5, "batch_size_per_device": 8,
-        "save_steps": 0, "max_length": 512})
-_attach(ValueModelConfig, "toy", {"learning_rate": 1e-3, "epochs": 3.0,
-        "batch_size_per_device": 16, "max_length": 512, "save_steps": 0})
 
 
 class RunSettings(BaseModel):

@@ -222,7 +222,7 @@ def train_value_command(
     from restrl.artifacts import store_for
     from restrl.artifacts.step import is_main_process
     from restrl.steps.value_model import train_value
-    from restrl.training.value import ValueModelConfig
+    from restrl.value.config import ValueModelConfig
 
     try:
         config = _config(ValueModelConfig, set_)

@@ -17,7 +17,7 @@ from restrl.steps import evaluate as evaluate_step
 from restrl.steps import value_data, value_model
 from restrl.steps.models import GeneratorSpec
 from restrl.steps.verify import VerifyConfig
-from restrl.training.value import ValueModelConfig
+from restrl.value.config import ValueModelConfig
 from restrl_tasks.common import RunContext, announce, publish, step_logger
 from restrl_tasks.shards import run_sharded
 

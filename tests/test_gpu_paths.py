@@ -283,7 +283,8 @@ def test_grpo_at_lr_1e_7_changes_the_weights_of_a_bf16_checkpoint(bf16_checkpoin
 
 def test_value_model_at_lr_1e_7_changes_the_weights_of_a_bf16_checkpoint(bf16_checkpoint,
                                                                          tmp_path):
-    from restrl.training.value import ValueModelConfig, train_value_model
+    from restrl.value.config import ValueModelConfig
+    from restrl.value.train import train_value_model
 
     rows = [{"prompt": "Write f.", "answer": answer, "reward": reward}
             for answer, reward in [("return x + 1", 1.0), ("return x", 0.0)] * 4]

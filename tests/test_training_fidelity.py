@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from types import SimpleNamespace
 
 import pytest
 
+from restrl.configs import undocumented
 from restrl.problems.model import Problem
 from restrl.training.grpo import (
     GRPOTrainConfig,
@@ -26,7 +26,14 @@ from restrl.training.preference import (
     train_dpo,
     train_sft,
 )
-from restrl.training.trainer_args import num_processes, truncate_prompts_left
+from restrl.training.settings import TrainerSettings
+from restrl.training.trainer_args import (
+    checkpointing_kwargs,
+    num_processes,
+    shared_trainer_kwargs,
+    truncate_prompts_left,
+)
+from restrl.value.config import ValueModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +101,31 @@ def test_grpo_trl_config_carries_the_originals_loss_settings(tmp_path):
     assert args.weight_decay == 0.0 and args.shuffle_dataset
 
 
-@pytest.mark.parametrize("config_class", [GRPOTrainConfig, DPOTrainConfig, SFTTrainConfig])
-def test_every_training_config_field_is_documented(config_class):
-    doc = config_class.__doc__
-    undocumented = [f.name for f in dataclasses.fields(config_class) if f.name not in doc]
-    assert not undocumented
+@pytest.mark.parametrize("config_class", [GRPOTrainConfig, DPOTrainConfig, SFTTrainConfig,
+                                          ValueModelConfig])
+def test_every_training_config_field_has_help_text(config_class):
+    assert undocumented(config_class) == []
+
+
+@pytest.mark.parametrize("config_class", [GRPOTrainConfig, DPOTrainConfig, SFTTrainConfig,
+                                          ValueModelConfig])
+def test_every_trainer_reads_the_shared_trainer_settings(config_class, tmp_path):
+    assert issubclass(config_class, TrainerSettings)
+    config = config_class(seed=7, save_steps=0, gradient_checkpointing=True)
+    kwargs = shared_trainer_kwargs(config, tmp_path)
+    assert (kwargs["seed"], kwargs["save_strategy"], kwargs["output_dir"]) == (
+        7, "no", str(tmp_path / "checkpoints"))
+    assert kwargs.items() >= checkpointing_kwargs(True).items()  # under this version's name
+
+
+def test_a_retuned_default_keeps_the_shared_help_and_limits():
+    shared = TrainerSettings.__pydantic_fields__["batch_size_per_device"]
+    grpo = GRPOTrainConfig.__pydantic_fields__["batch_size_per_device"]
+    assert (shared.default, grpo.default) == (4, 2)
+    assert grpo.description.startswith(shared.description) and "multiple of num_generations" \
+        in grpo.description
+    with pytest.raises(ValueError, match="batch_size_per_device"):
+        GRPOTrainConfig(batch_size_per_device=0)
 
 
 def test_grpo_default_config_constructs():

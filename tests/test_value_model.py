@@ -13,21 +13,18 @@ pytest.importorskip("transformers")
 import pyarrow as pa  # noqa: E402
 
 from restrl.scoring import Scorer  # noqa: E402
-from restrl.training.value import (  # noqa: E402
+from restrl.value.config import ValueModelConfig  # noqa: E402
+from restrl.value.data import split_indices, value_text  # noqa: E402
+from restrl.value.metrics import regression_metrics  # noqa: E402
+from restrl.value.model import (  # noqa: E402
     INFO_FILE,
-    HFRewardModelScorer,
-    ValueModelConfig,
     ValueModelInfo,
-    ValueModelScorer,
     encode_texts,
     load_value_model,
     prepare_tokenizer,
-    regression_metrics,
-    split_indices,
-    train_value_model,
-    value_loss,
-    value_text,
 )
+from restrl.value.scorer import HFRewardModelScorer, ValueModelScorer  # noqa: E402
+from restrl.value.train import train_value_model, value_loss  # noqa: E402
 
 GOOD = "return x + 1"
 BAD = ("return x - 1", "return x * 2", "return x + 2", "return 1 + x - 2")
@@ -366,3 +363,21 @@ def test_deepspeed_configs_leave_sizes_to_the_trainer():
             assert config[key] == "auto"
         assert config["bf16"]["enabled"] == "auto"
         assert "optimizer" not in config and "scheduler" not in config  # the Trainer's own
+
+
+@pytest.mark.parametrize("module", ["restrl.value.config", "restrl.training.grpo",
+                                    "restrl.training.preference"])
+def test_importing_a_trainer_config_loads_neither_torch_nor_transformers(module):
+    """The configs are flow parameters and `--set` targets: importing them stays cheap."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (f"import sys, {module}; "
+            "print([m for m in ('torch', 'transformers', 'trl') if m in sys.modules])")
+    repo = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=repo, env={**os.environ, "PYTHONPATH": repo})
+    assert out.stdout.strip() == "[]"
+

@@ -100,7 +100,7 @@ def _verified_samples(store: ArtifactStore, problems_ref: ArtifactRef,
 
 
 def _scorer(store: ArtifactStore, config: EvalConfig, value_model: str | None) -> Any:
-    from restrl.training.value import HFRewardModelScorer, ValueModelScorer
+    from restrl.value.scorer import HFRewardModelScorer, ValueModelScorer
 
     if config.reward_model:
         return HFRewardModelScorer(config.reward_model)

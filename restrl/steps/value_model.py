@@ -8,7 +8,7 @@ from pathlib import Path
 from restrl.artifacts import ArtifactRef, ArtifactStore
 from restrl.artifacts.step import Built, RunIds, Step, params_of, run_step
 from restrl.steps.models import model_identity, resolve_model
-from restrl.training.value import ValueModelConfig
+from restrl.value.config import ValueModelConfig
 
 OnLog = Callable[[int, dict[str, float]], None]
 
@@ -18,7 +18,7 @@ def train_value(store: ArtifactStore, base_model: str, data_ref: ArtifactRef,
                 on_log: OnLog | None = None) -> tuple[ArtifactRef, dict[str, float]]:
     """The `value_model` artifact and its held-out metrics; training resumes from its last
     checkpoint in `work_dir/<key>`."""
-    from restrl.training.value import train_value_model
+    from restrl.value.train import train_value_model
 
     model_path, model_ref = resolve_model(store, base_model)
     parents = (data_ref,) + ((model_ref,) if model_ref else ())

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from restrl.configs import config
 from restrl.problems.model import Problem, ProblemKey
 from restrl.prompts import postprocess, trailing_text
-from restrl.training.callbacks import forward_logs_callback, quiet_progress
+from restrl.training.callbacks import forward_logs_callback
+from restrl.training.checkpoints import train_and_save
+from restrl.training.settings import TrainerSettings, retuned
 from restrl.training.trainer_args import (
     checkpoint_dtype,
-    checkpointing_kwargs,
     load_dtype,
     num_processes,
     shared_trainer_kwargs,
@@ -35,125 +39,93 @@ from restrl.training.trainer_args import (
 
 log = logging.getLogger("restrl.training.grpo")
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-VLLM_MODES = ("server", "colocate")
 
-
-@dataclass
-class GRPOTrainConfig:
+@config
+class GRPOTrainConfig(TrainerSettings):
     """Everything ReST-GRPO training reads. Defaults: the seed's `train_grpo.py` run as its
-    README / `run_grpo.sh` launches it, with TRL 0.18.2's defaults for what the seed leaves unset.
+    README / `run_grpo.sh` launches it (under DeepSpeed ZeRO-2:
+    `deepspeed_config=restrl/training/configs/zero2.json`), with TRL 0.18.2's defaults for what
+    the seed leaves unset."""
 
-    Parameters that control the data:
-        max_prompt_length (int, 1024): prompts longer than this many tokens are cut from the
-            LEFT (their last max_prompt_length tokens are kept), as TRL 0.18.2 did for the seed;
-            the count is logged. TRL 1.x has no such option, so restrl cuts the text itself.
-        shuffle_seed (int | None, 42): the rows are shuffled with this seed before training
-            (the seed's `train_dataset.shuffle(seed=42)`); None keeps their order.
-    Parameters that control generation:
-        max_completion_length (int, 1024): tokens generated per continuation.
-        num_generations (int, 8): the GRPO group size G for each prompt.
-        temperature (float, 0.7): sampling temperature of the group.
-        use_vllm (bool, False): generate the groups with vLLM instead of transformers (GPU
-            only; TRL's `use_vllm`). TRL then needs vLLM importable in the TRAINING process
-            too (its weight sync uses vLLM's NCCL helpers), with a version TRL 1.16 supports
-            (VLLM_VERSIONS): run `restrl train grpo` from the vLLM environment
-            (/opt/vllm/bin/restrl in docker/Dockerfile.gpu), not from a Prefect flow; the
-            check runs at training start (`check_vllm_for_trl`). docs/gpu.md has the commands.
-        vllm_mode (str, "server"): "server" (TRL 0.18.2's mode, which the seed used): a
-            `trl vllm-serve --model M` process on GPUs of its own samples, and rank 0 sends it
-            the new weights after each step. "colocate": a vLLM engine inside every training
-            process, sharing its GPU.
-        vllm_server_base_url (str, "http://127.0.0.1:8000"): the `trl vllm-serve` server
-            (server mode; not `vllm serve`, which has no weight-update endpoints).
-        vllm_server_timeout (float, 240.0): seconds to wait for that server at the start.
-        vllm_gpu_memory_utilization (float, 0.3): colocate mode: the share of each GPU vLLM
-            takes (TRL's default). In server mode pass `--gpu_memory_utilization` to
-            `trl vllm-serve` instead.
-        vllm_max_model_length (int | None, None): colocate mode: vLLM's context length; None
-            is the model's own (a 7B Qwen's 32k reserves much KV cache: set ~2048). In server
-            mode pass
-            `--max_model_len` to `trl vllm-serve`.
-        vllm_tensor_parallel_size (int, 1): colocate mode: GPUs one vLLM engine spans; it must
-            divide the number of processes. In server mode pass `--tensor_parallel_size`.
-    Parameters that control the reward (ReST-RL):
-        symbol_reward (float, 1e-3): bonus when the continuation closes its code block.
-        trailing_penalty (float, 1e-6): penalty per character after the stop string.
-    Parameters that control the loss (TRL 0.18.2's defaults, which the seed used):
-        beta (float, 0.04): KL coefficient; > 0 loads a reference model. TRL 1.x defaults to 0.
-            The KL gradient is TRL 0.18.2's (no DeepSeek-V3.2 importance-ratio correction).
-        loss_type (str, "bnpo"): token losses averaged over the local batch's completion
-            tokens. TRL 1.x defaults to "dapo". One of "grpo", "bnpo", "dr_grpo", "dapo".
-        epsilon (float, 0.2): PPO clip range of the importance ratio.
-        scale_rewards (bool, True): divide each group's advantages by its reward std.
-    Parameters that control training:
-        learning_rate (float, 1e-7): the README example's value for 7B models (the script's own
-            default is 1e-6); tiny models need ~1e-4.
-        epochs (float, 1.0) and max_steps (int, -1: run the epochs).
-        save_steps (float, 0.5): checkpoint every this many steps, or this fraction if < 1;
-            0 saves only the final model.
-        batch_size_per_device (int, 2) and gradient_accumulation_steps (int, 1): the README
-            example's (the script's own defaults: 4 and 1). The effective batch, per device x
-            processes x accumulation, must be a multiple of num_generations; it is checked when
-            training starts, where the number of processes is known (2 per device needs 4
-            processes, or accumulation 4 on one).
-        weight_decay (float, 0.0): the seed's default.
-        gradient_checkpointing (bool, False): trade compute for memory (TRL 1.x defaults on;
-            TRL 0.18.2 and the seed off).
-        deepspeed_config (str | None): path of a DeepSpeed JSON (ZeRO-2/3 configs ship in
-            restrl/training/configs; the README uses ZeRO-2); used under `accelerate launch`.
-            With it the model trains in its checkpoint's dtype and DeepSpeed keeps fp32 master
-            weights; without it the weights are fp32 and the GPU autocasts to the checkpoint's
-            half dtype.
-        logging_steps (int, 1), seed (int, 42: TrainingArguments' default, which the seed kept).
-    """
+    # --- data ---
+    max_prompt_length: int = Field(
+        1024, ge=1, description="Prompts longer than this many tokens are cut from the LEFT "
+        "(their last max_prompt_length tokens are kept), as TRL 0.18.2 did for the seed; the "
+        "count is logged. TRL 1.x has no such option, so restrl cuts the text itself.")
+    shuffle_seed: int | None = Field(
+        42, description="The rows are shuffled with this seed before training (the seed's "
+        "`train_dataset.shuffle(seed=42)`); None keeps their order.")
 
-    max_prompt_length: int = 1024
-    shuffle_seed: int | None = 42
-    max_completion_length: int = 1024
-    num_generations: int = 8
-    temperature: float = 0.7
-    use_vllm: bool = False
-    vllm_mode: str = "server"
-    vllm_server_base_url: str = "http://127.0.0.1:8000"
-    vllm_server_timeout: float = 240.0
-    vllm_gpu_memory_utilization: float = 0.3
-    vllm_max_model_length: int | None = None
-    vllm_tensor_parallel_size: int = 1
-    symbol_reward: float = 1e-3
-    trailing_penalty: float = 1e-6
-    beta: float = 0.04
-    loss_type: str = "bnpo"
-    epsilon: float = 0.2
-    scale_rewards: bool = True
-    learning_rate: float = 1e-7
-    epochs: float = 1.0
-    max_steps: int = -1
-    save_steps: float = 0.5
-    batch_size_per_device: int = 2
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
-    deepspeed_config: str | None = None
-    logging_steps: int = 1
-    seed: int = 42
+    # --- generation ---
+    max_completion_length: int = Field(1024, description="Tokens generated per continuation.")
+    num_generations: int = Field(8, ge=2, description="The GRPO group size G for each prompt "
+                                 "(at least 2: GRPO compares a group).")
+    temperature: float = Field(0.7, description="Sampling temperature of the group.")
 
-    def __post_init__(self) -> None:
-        if self.num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 (GRPO compares a group), "
-                             f"got {self.num_generations}")
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if self.max_prompt_length < 1:
-            raise ValueError(f"max_prompt_length must be positive, got {self.max_prompt_length}")
-        if self.vllm_mode not in VLLM_MODES:
-            raise ValueError(f"vllm_mode must be one of {VLLM_MODES}, got {self.vllm_mode!r}")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise ValueError("vllm_gpu_memory_utilization must be in (0, 1], got "
-                             f"{self.vllm_gpu_memory_utilization}")
-        if self.vllm_tensor_parallel_size < 1:
-            raise ValueError("vllm_tensor_parallel_size must be >= 1, got "
-                             f"{self.vllm_tensor_parallel_size}")
+    # --- vLLM generation (GPU only) ---
+    use_vllm: bool = Field(
+        False, description="Generate the groups with vLLM instead of transformers (GPU only; "
+        "TRL's `use_vllm`). TRL then needs vLLM importable in the TRAINING process too (its "
+        "weight sync uses vLLM's NCCL helpers), with a version TRL 1.16 supports "
+        "(VLLM_VERSIONS): run `restrl train grpo` from the vLLM environment (/opt/vllm/bin/restrl "
+        "in docker/Dockerfile.gpu), not from a Prefect flow; the check runs at training start "
+        "(`check_vllm_for_trl`). docs/gpu.md has the commands.")
+    vllm_mode: Literal["server", "colocate"] = Field(
+        "server", description="\"server\" (TRL 0.18.2's mode, which the seed used): a "
+        "`trl vllm-serve --model M` process on GPUs of its own samples, and rank 0 sends it the "
+        "new weights after each step. \"colocate\": a vLLM engine inside every training "
+        "process, sharing its GPU.")
+    vllm_server_base_url: str = Field(
+        "http://127.0.0.1:8000", description="The `trl vllm-serve` server (server mode; not "
+        "`vllm serve`, which has no weight-update endpoints).")
+    vllm_server_timeout: float = Field(240.0, description="Seconds to wait for that server at "
+                                       "the start.")
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="Colocate mode: the share of each GPU vLLM takes (TRL's "
+        "default). In server mode pass `--gpu_memory_utilization` to `trl vllm-serve` instead.")
+    vllm_max_model_length: int | None = Field(
+        None, description="Colocate mode: vLLM's context length; None is the model's own (a 7B "
+        "Qwen's 32k reserves much KV cache: set ~2048). In server mode pass `--max_model_len` "
+        "to `trl vllm-serve`.")
+    vllm_tensor_parallel_size: int = Field(
+        1, ge=1, description="Colocate mode: GPUs one vLLM engine spans; it must divide the "
+        "number of processes. In server mode pass `--tensor_parallel_size`.")
+
+    # --- reward (ReST-RL) ---
+    symbol_reward: float = Field(1e-3, description="Bonus when the continuation closes its code "
+                                 "block.")
+    trailing_penalty: float = Field(1e-6, description="Penalty per character after the stop "
+                                    "string.")
+
+    # --- loss (TRL 0.18.2's defaults, which the seed used) ---
+    beta: float = Field(
+        0.04, description="KL coefficient; > 0 loads a reference model. TRL 1.x defaults to 0. "
+        "The KL gradient is TRL 0.18.2's (no DeepSeek-V3.2 importance-ratio correction).")
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
+        "bnpo", description="\"bnpo\": token losses averaged over the local batch's completion "
+        "tokens. TRL 1.x defaults to \"dapo\".")
+    epsilon: float = Field(0.2, description="PPO clip range of the importance ratio.")
+    scale_rewards: bool = Field(True, description="Divide each group's advantages by its reward "
+                                "std.")
+
+    # --- training (TrainerSettings, with the README example's values) ---
+    learning_rate: float = retuned(
+        "learning_rate", 1e-7, "GRPO: 1e-7, the seed's README / run_grpo.sh value for 7B models "
+        "(train_grpo.py's own default is 1e-6); tiny models need ~1e-4.")
+    batch_size_per_device: int = retuned(
+        "batch_size_per_device", 2, "GRPO: 2, the seed's README example (train_grpo.py's own "
+        "default is 4). The effective batch, per device x processes x accumulation, must be a "
+        "multiple of num_generations; it is checked when training starts, where the number of "
+        "processes is known (2 per device needs 4 processes, or accumulation 4 on one).")
+
+    @classmethod
+    def toy(cls) -> GRPOTrainConfig:
+        """The CPU demo's ReST-GRPO on the tiny model: lr 1e-4 (of 2e-5 / 5e-5 / 1e-4), beta 0
+        and "dapo", measured on the toy domain; a checkpoint each quarter, to resume from."""
+        return cls(max_prompt_length=512, max_completion_length=96, num_generations=8,
+                   temperature=1.0, learning_rate=1e-4, epochs=1.0, save_steps=0.25,
+                   batch_size_per_device=16, gradient_accumulation_steps=1, beta=0.0,
+                   loss_type="dapo")
 
 
 # vLLM releases TRL 1.16 supports (trl/import_utils.py: 0.22.0-0.31.0); its server mode also
@@ -306,8 +278,6 @@ def grpo_trl_config(config: GRPOTrainConfig, output_dir: str | Path,
         check_vllm_for_trl(installed_vllm())
     return GRPOConfig(
         **shared_trainer_kwargs(config, Path(output_dir), model_dtype),
-        **checkpointing_kwargs(config.gradient_checkpointing),
-        weight_decay=config.weight_decay,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
@@ -352,7 +322,8 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]],
     """Train the policy at `model_path` on ReST-GRPO rows (GRPO_DATA); save it with its
     tokenizer to `output_dir/final`. `problems` are keyed by (domain, problem_id)."""
     from transformers import AutoTokenizer
-    from trl import GRPOTrainer
+
+    from restrl.training.grpo_trainer import ResumableGRPOTrainer
 
     if not rows:
         raise ValueError("no GRPO rows to train on")
@@ -361,7 +332,7 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]],
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
     usable, cut = truncate_prompts_left(rows, tokenizer, config.max_prompt_length)
-    trainer = GRPOTrainer(
+    trainer = ResumableGRPOTrainer(
         model=str(model_path),
         reward_funcs=make_reward_function(problems, verifier, config),
         args=args,
@@ -369,14 +340,5 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]],
         processing_class=tokenizer,
         callbacks=[forward_logs_callback(on_log)],
     )
-    quiet_progress(trainer)
-    trainer.train()
-    final = output_dir / "final"
-    trainer.save_model(str(final))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(final))
+    final = train_and_save(trainer, tokenizer, "GRPO", output_dir)
     return GRPOResult(final, len(usable), cut, trainer.state.log_history)
-
-
-def config_params(config: GRPOTrainConfig) -> dict[str, Any]:
-    return asdict(config)

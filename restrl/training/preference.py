@@ -17,14 +17,18 @@ Both save the model and its tokenizer to `output_dir/final`, like `train_grpo`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from restrl.training.callbacks import forward_logs_callback, quiet_progress
+from pydantic import Field
+
+from restrl.configs import config
+from restrl.training.callbacks import forward_logs_callback
+from restrl.training.checkpoints import train_and_save
+from restrl.training.settings import TrainerSettings
 from restrl.training.trainer_args import (
     checkpoint_dtype,
-    checkpointing_kwargs,
     load_dtype,
     shared_trainer_kwargs,
     truncate_prompts_left,
@@ -36,95 +40,59 @@ DPO_COLUMNS = ("prompt", "chosen", "rejected")
 SFT_COLUMNS = ("prompt", "completion")
 
 
-@dataclass
-class DPOTrainConfig:
+@config
+class DPOTrainConfig(TrainerSettings):
     """Everything DPO training reads. Defaults: the seed's `models/train.py` flags (it has no
-    README example for DPO) and TRL 0.18.2's DPOConfig for what the seed leaves unset.
+    README example for DPO) and TRL 0.18.2's DPOConfig for what the seed leaves unset. The seed
+    requires a DeepSpeed config for DPO; restrl does not."""
 
-    Parameters that control the data:
-        max_prompt_length (int | None, 1024): prompts are cut from the LEFT to this many
-            tokens (TRL 0.18.2's `max_prompt_length`, which TRL 1.x no longer has).
-        max_length (int | None, 2048): prompt + completion tokens kept (the seed's
-            `--max_seq_length`); a longer pair loses the end of its completion. The seed also
-            capped each completion at 1024 tokens (`max_completion_length`); here a completion
-            may use whatever max_length leaves after its prompt (at least 1024 by default).
-        shuffle_seed (int | None, 42): rows shuffled with this seed first, as the seed does.
-    Parameters that control the loss (TRL 0.18.2's defaults, which the seed used):
-        beta (float, 0.1): strength of the pull towards the reference model (the starting
-            policy, loaded a second time).
-        loss_type (str, "sigmoid"): the DPO paper's loss.
-    Parameters that control training:
-        learning_rate (float, 2e-5): the seed's `--lr` default.
-        epochs (float, 1.0) and max_steps (int, -1: run the epochs).
-        save_steps (float, 0.5): checkpoint every this many steps, or this fraction if < 1;
-            0 saves only the final model.
-        batch_size_per_device (int, 4), gradient_accumulation_steps (int, 1), weight_decay
-            (float, 0.0): the seed's defaults.
-        gradient_checkpointing (bool, False): TRL 0.18.2's default (TRL 1.x turns it on).
-        deepspeed_config (str | None): a DeepSpeed JSON (restrl/training/configs); the seed
-            requires one for DPO, restrl does not.
-        logging_steps (int, 1), seed (int, 42: TrainingArguments' default, the seed's).
-    """
+    # --- data ---
+    max_prompt_length: int | None = Field(
+        1024, description="Prompts are cut from the LEFT to this many tokens (TRL 0.18.2's "
+        "`max_prompt_length`, which TRL 1.x no longer has); None keeps them whole.")
+    max_length: int | None = Field(
+        2048, description="Prompt + completion tokens kept (the seed's `--max_seq_length`); a "
+        "longer pair loses the end of its completion. The seed also capped each completion at "
+        "1024 tokens (`max_completion_length`); here a completion may use whatever max_length "
+        "leaves after its prompt (at least 1024 by default).")
+    shuffle_seed: int | None = Field(42, description="Rows shuffled with this seed first, as "
+                                     "the seed does; None keeps their order.")
 
-    max_prompt_length: int | None = 1024
-    max_length: int | None = 2048
-    shuffle_seed: int | None = 42
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    learning_rate: float = 2e-5
-    epochs: float = 1.0
-    max_steps: int = -1
-    save_steps: float = 0.5
-    batch_size_per_device: int = 4
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
-    deepspeed_config: str | None = None
-    logging_steps: int = 1
-    seed: int = 42
+    # --- loss (TRL 0.18.2's defaults, which the seed used) ---
+    beta: float = Field(0.1, description="Strength of the pull towards the reference model (the "
+                        "starting policy, loaded a second time).")
+    loss_type: str = Field("sigmoid", description="TRL's DPO loss; \"sigmoid\" is the DPO "
+                           "paper's.")
+
+    @classmethod
+    def toy(cls) -> DPOTrainConfig:
+        """The CPU demo's DPO on the tiny model (lr measured on the toy domain)."""
+        return cls(learning_rate=5e-5, batch_size_per_device=8, save_steps=0, max_length=512)
 
 
-@dataclass
-class SFTTrainConfig:
-    """Everything SFT training reads. Defaults: the seed's `models/train.py` flags.
+@config
+class SFTTrainConfig(TrainerSettings):
+    """Everything SFT training reads. Defaults: the seed's `models/train.py` flags."""
 
-    Parameters that control the data:
-        max_length (int | None, 2048): prompt + completion tokens kept, the end cut (the seed's
-            `--max_seq_length`).
-        max_prompt_length (int | None, None): if set, prompts are cut from the LEFT to this many
-            tokens first (the seed does not cut SFT prompts).
-        shuffle_seed (int | None, 42): rows shuffled with this seed first, as the seed does.
-    Parameters that control the loss:
-        completion_only_loss (bool, True): the loss covers the completion tokens only. The seed
-            meant the whole text (`prompt + completion` through a formatting function), which
-            TRL 0.18.2 rejects for a dataset with a prompt column; False trains on it all.
-    Parameters that control training:
-        learning_rate (float, 2e-5): the seed's `--lr` default.
-        epochs (float, 1.0) and max_steps (int, -1: run the epochs).
-        save_steps (float, 0.5): checkpoint every this many steps, or this fraction if < 1;
-            0 saves only the final model.
-        batch_size_per_device (int, 4), gradient_accumulation_steps (int, 1), weight_decay
-            (float, 0.0): the seed's defaults.
-        gradient_checkpointing (bool, False): TRL 0.18.2's default (TRL 1.x turns it on).
-        deepspeed_config (str | None): a DeepSpeed JSON (restrl/training/configs).
-        logging_steps (int, 1), seed (int, 42: TrainingArguments' default, the seed's).
-    """
+    # --- data ---
+    max_length: int | None = Field(2048, description="Prompt + completion tokens kept, the end "
+                                   "cut (the seed's `--max_seq_length`).")
+    max_prompt_length: int | None = Field(
+        None, description="If set, prompts are cut from the LEFT to this many tokens first (the "
+        "seed does not cut SFT prompts).")
+    shuffle_seed: int | None = Field(42, description="Rows shuffled with this seed first, as "
+                                     "the seed does; None keeps their order.")
 
-    max_length: int | None = 2048
-    max_prompt_length: int | None = None
-    shuffle_seed: int | None = 42
-    completion_only_loss: bool = True
-    learning_rate: float = 2e-5
-    epochs: float = 1.0
-    max_steps: int = -1
-    save_steps: float = 0.5
-    batch_size_per_device: int = 4
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
-    deepspeed_config: str | None = None
-    logging_steps: int = 1
-    seed: int = 42
+    # --- loss ---
+    completion_only_loss: bool = Field(
+        True, description="The loss covers the completion tokens only. The seed meant the whole "
+        "text (`prompt + completion` through a formatting function), which TRL 0.18.2 rejects "
+        "for a dataset with a prompt column; False trains on it all.")
+
+    @classmethod
+    def toy(cls) -> SFTTrainConfig:
+        """The CPU demo's SFT on the tiny model."""
+        return cls(learning_rate=5e-5, batch_size_per_device=8, save_steps=0, max_length=512)
 
 
 @dataclass
@@ -159,25 +127,14 @@ def preference_dataset(rows: Sequence[Mapping[str, Any]] | Any, columns: Sequenc
     return (dataset.shuffle(seed=shuffle_seed) if shuffle_seed is not None else dataset), cut
 
 
-def _common_args(config: Any, output_dir: Path, model_path: str) -> dict[str, Any]:
+def _common_args(config: DPOTrainConfig | SFTTrainConfig, output_dir: Path,
+                 model_path: str) -> dict[str, Any]:
     return {
         **shared_trainer_kwargs(config, output_dir, checkpoint_dtype(model_path)),
-        **checkpointing_kwargs(config.gradient_checkpointing),
-        "weight_decay": config.weight_decay,
         "max_length": config.max_length,
         "model_init_kwargs": {"dtype": load_dtype(config.deepspeed_config)},
         "disable_tqdm": False,
     }
-
-
-def _train_and_save(trainer: Any, tokenizer: Any, output_dir: Path) -> Path:
-    quiet_progress(trainer)
-    trainer.train()
-    final = output_dir / "final"
-    trainer.save_model(str(final))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(final))
-    return final
 
 
 def _tokenizer(model_path: str) -> Any:
@@ -202,7 +159,7 @@ def train_dpo(model_path: str, rows: Sequence[Mapping[str, Any]] | Any, config: 
                                       config.shuffle_seed)
     trainer = DPOTrainer(model=str(model_path), args=args, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[forward_logs_callback(on_log)])
-    final = _train_and_save(trainer, tokenizer, output_dir)
+    final = train_and_save(trainer, tokenizer, "DPO", output_dir)
     return PolicyTrainResult(final, len(dataset), cut, trainer.state.log_history)
 
 
@@ -219,9 +176,5 @@ def train_sft(model_path: str, rows: Sequence[Mapping[str, Any]] | Any, config: 
                                       config.shuffle_seed)
     trainer = SFTTrainer(model=str(model_path), args=args, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[forward_logs_callback(on_log)])
-    final = _train_and_save(trainer, tokenizer, output_dir)
+    final = train_and_save(trainer, tokenizer, "SFT", output_dir)
     return PolicyTrainResult(final, len(dataset), cut, trainer.state.log_history)
-
-
-def config_params(config: DPOTrainConfig | SFTTrainConfig) -> dict[str, Any]:
-    return asdict(config)

@@ -1,8 +1,8 @@
 """What every restrl trainer (GRPO, DPO, SFT, value model) sets the same way on the Trainer.
 
-Each training config names its shared knobs alike (`SHARED_FIELDS`); `shared_trainer_kwargs`
-turns them into `TrainingArguments` / TRL config keyword arguments and decides CPU vs GPU and
-mixed precision. The other helpers answer the questions each trainer asks at its start: how
+Every training config inherits `TrainerSettings`; `shared_trainer_kwargs` turns those settings
+into `TrainingArguments` / TRL config keyword arguments and decides CPU vs GPU and mixed
+precision. The other helpers answer the questions each trainer asks at its start: how
 many processes train (`num_processes`), which dtype the weights load in (`load_dtype`), and how
 to switch activation checkpointing on in this transformers version (`checkpointing_kwargs`),
 and how long prompts are cut (`truncate_prompts_left`: from the left, never dropped).
@@ -17,24 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from restrl.training.checkpoints import checkpoints_dir
+from restrl.training.settings import TrainerSettings
+
 log = logging.getLogger("restrl.training")
 
-# config field -> TrainingArguments field. A config lacking one is a programming error, named.
-SHARED_FIELDS: dict[str, str] = {
-    "learning_rate": "learning_rate",
-    "epochs": "num_train_epochs",
-    "max_steps": "max_steps",
-    "batch_size_per_device": "per_device_train_batch_size",
-    "gradient_accumulation_steps": "gradient_accumulation_steps",
-    "deepspeed_config": "deepspeed",
-    "logging_steps": "logging_steps",
-    "seed": "seed",
-}
-
-
-def shared_trainer_kwargs(config: Any, output_dir: Path,
+def shared_trainer_kwargs(settings: TrainerSettings, output_dir: Path,
                           model_dtype: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for `TrainingArguments` / a TRL config from `config`'s shared fields.
+    """Keyword arguments for `TrainingArguments` / a TRL config from the shared settings.
 
     Checkpoints go to `output_dir/checkpoints`; `save_steps` 0 saves none (only the caller's
     final model). On a GPU, mixed precision follows `model_dtype` (the checkpoint's dtype, as
@@ -43,28 +33,33 @@ def shared_trainer_kwargs(config: Any, output_dir: Path,
     """
     import torch
 
-    missing = [name for name in (*SHARED_FIELDS, "save_steps") if not hasattr(config, name)]
-    if missing:
-        raise TypeError(f"{type(config).__name__} lacks the shared trainer fields {missing}")
     on_gpu = torch.cuda.is_available()
-    if config.deepspeed_config and not on_gpu:
+    if settings.deepspeed_config and not on_gpu:
         init_deepspeed_on_cpu()
     if model_dtype is None:
         bf16, fp16 = on_gpu and torch.cuda.is_bf16_supported(), False
     else:
         bf16, fp16 = on_gpu and model_dtype == "bfloat16", on_gpu and model_dtype == "float16"
-    kwargs = {target: getattr(config, name) for name, target in SHARED_FIELDS.items()}
-    kwargs.update({
-        "output_dir": str(Path(output_dir) / "checkpoints"),
-        "save_strategy": "steps" if config.save_steps else "no",
-        "save_steps": config.save_steps or 500,
+    return {
+        "learning_rate": settings.learning_rate,
+        "weight_decay": settings.weight_decay,
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps,
+        "per_device_train_batch_size": settings.batch_size_per_device,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        **checkpointing_kwargs(settings.gradient_checkpointing),
+        "output_dir": str(checkpoints_dir(output_dir)),
+        "save_strategy": "steps" if settings.save_steps else "no",
+        "save_steps": settings.save_steps or 500,
+        "logging_steps": settings.logging_steps,
+        "seed": settings.seed,
+        "deepspeed": settings.deepspeed_config,
         "use_cpu": not on_gpu,
         "bf16": bf16,
         "fp16": fp16,
         "report_to": [],
         "dataloader_num_workers": 0,
-    })
-    return kwargs
+    }
 
 
 def init_deepspeed_on_cpu() -> None:
