@@ -133,6 +133,8 @@ def quiet_console() -> None:
                         ("MLFLOW_LOGGING_LEVEL", "WARNING"), ("TRANSFORMERS_VERBOSITY", "error"),
                         ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(name, value)
+    if not os.path.exists("/dev/nvidiactl"):  # else DeepSpeed warns that it found no GPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
     progress = logging.getLogger("restrl_flows.progress")

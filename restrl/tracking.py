@@ -43,12 +43,14 @@ def _client():  # noqa: ANN202
 
 
 def default_artifact_location(name: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside the default SQLite database
-    (.restrl/mlruns/<name>) rather than MLflow's ./mlruns in the working directory; None (the
-    server's choice) for any other tracking URI."""
-    if tracking_uri() != _default_uri():  # mlflow.set_tracking_uri also sets the variable
+    """Where a new experiment keeps its artifacts: beside its SQLite database
+    (<database folder>/mlruns/<name>, .restrl/mlruns/<name> by default) rather than MLflow's
+    ./mlruns in the working directory; None (the server's choice) for any other tracking URI."""
+    uri = tracking_uri()  # mlflow.set_tracking_uri also sets the variable
+    if not uri.startswith("sqlite:///"):
         return None
-    return Path(".restrl/mlruns", name).resolve().as_uri()
+    return Path(uri.removeprefix("sqlite:///")).resolve().parent.joinpath(
+        "mlruns", name).as_uri()
 
 
 def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:

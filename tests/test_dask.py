@@ -65,3 +65,40 @@ def test_verification_fans_out_to_a_local_dask_cluster(dask_cluster, tmp_path, m
     verdicts = store.read_table(ref).to_pylist()
     assert [v["reward"] for v in verdicts] == [1.0, 0.0] * 6
     assert os.environ["RESTRL_DASK_ADDRESS"] == dask_cluster.scheduler_address
+
+
+def test_mcts_shards_fan_out_to_dask_and_match_a_local_search(dask_cluster, tmp_path,
+                                                              monkeypatch):
+    """Stage 2's search goes through the same shard plan as sampling and verification."""
+    from distributed import Client, get_task_stream
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from restrl.search import MCTSConfig
+    from restrl.steps.mcts import collect_mcts as collect_here
+    from restrl.steps.models import GeneratorSpec
+    from restrl_tasks.common import default_task_runner, make_context
+    from restrl_tasks.stage2 import collect_mcts
+
+    monkeypatch.setenv("RESTRL_DASK_ADDRESS", dask_cluster.scheduler_address)
+    monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path / "results"))
+    store = ArtifactStore(str(tmp_path / "store"))
+    problems_ref, _ = load_problems(store, ProblemSource(n=4, seed=1))
+    config = MCTSConfig(iteration_limit=1, num_sample=2, max_tokens=24, shard_problems=2)
+    verification = VerifyConfig(limits=Limits(timeout=2.0), workers=1)
+
+    @flow(task_runner=default_task_runner())
+    def search_on_dask():
+        return collect_mcts(make_context(store.root, None), problems_ref, GeneratorSpec(),
+                            config, verification)
+
+    with prefect_test_harness(server_startup_timeout=120), Client(
+            dask_cluster.scheduler_address) as client, get_task_stream(client) as stream:
+        nodes, completions = search_on_dask()
+    assert len(stream.data) >= 2  # one Dask task per shard of 2 problems
+    local = ArtifactStore(str(tmp_path / "local"))
+    local_problems, _ = load_problems(local, ProblemSource(n=4, seed=1))
+    local_nodes, local_completions = collect_here(local, local_problems, GeneratorSpec(), config,
+                                                  verification)
+    assert store.read_table(nodes).equals(local.read_table(local_nodes))
+    assert store.read_table(completions).equals(local.read_table(local_completions))

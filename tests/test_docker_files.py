@@ -364,13 +364,12 @@ def test_copy_sources_exist_and_cover_the_package(kind):
             matches = glob.glob(str(ROOT / source))
             assert matches, f"Dockerfile.{kind} line {ins.line}: {source} not in the repository"
             copied.update(Path(m).relative_to(ROOT).parts[0] for m in matches)
-    # What `pip install .` needs: pyproject.toml, its readme, every package it finds.
+    # What `pip install .` needs: pyproject.toml, its readme, the folder of every package.
     needed = {"pyproject.toml", PYPROJECT["project"]["readme"]}
-    patterns = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    for path in ROOT.iterdir():
-        if (path / "__init__.py").is_file() and any(
-                re.fullmatch(p.replace("*", ".*"), path.name) for p in patterns):
-            needed.add(path.name)
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    for package in setuptools["packages"]:
+        top = package.split(".")[0]
+        needed.add(setuptools.get("package-dir", {}).get(top, top))
     assert needed <= copied, f"Dockerfile.{kind} does not copy {sorted(needed - copied)}"
 
 

@@ -123,11 +123,16 @@ def test_prm_scoring_takes_the_worst_step_in_one_batch():
     assert scorer.calls == 2      # one batch per call
 
 
-def test_accuracy_plot_is_written(tmp_path):
-    path = plot_accuracy_vs_budget([("sample", 1, 0.2), ("best_of_n", 4, 0.4),
-                                    ("best_of_n", 8, 0.5), ("vm_mcts", 8, 0.55)],
+def test_accuracy_plot_draws_base_and_trained_on_one_figure(tmp_path):
+    curve = [("sample", 1, 0.2), ("sample", 2, 0.3), ("best_of_n", 1, 0.2),
+             ("best_of_n", 2, 0.25), ("vm_mcts", 8, 0.55)]
+    path = plot_accuracy_vs_budget({"base": curve, "trained": [(m, b, a + 0.1)
+                                                               for m, b, a in curve]},
                                    tmp_path / "acc.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from restrl.evaluation.plots import markdown_image
+
+    assert markdown_image(path, "curves").startswith("![curves](data:image/png;base64,iVBOR")
 
 
 def test_accuracy_carries_a_95_percent_bootstrap_interval_over_problems():

@@ -70,7 +70,7 @@ def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 600) -
 def _finish(proc: subprocess.Popen, log: Path) -> dict:
     assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     text = log.read_text()
-    return json.loads(text[text.rindex('{\n  "policy"'):])
+    return json.JSONDecoder().raw_decode(text, text.rindex('{\n  "policy"'))[0]
 
 
 def _checkpoints(work: Path) -> list[Path]:

@@ -108,7 +108,7 @@ def test_generation_gives_the_pipelines_completion_rows_and_keeps_the_training_m
         mini_model_dir: Path) -> None:
     import pyarrow as pa
 
-    from restrl.schemas import COMPLETIONS
+    from restrl.artifacts.schemas import COMPLETIONS
 
     tokenizer = AutoTokenizer.from_pretrained(mini_model_dir)
     model = AutoModelForCausalLM.from_pretrained(mini_model_dir).train()

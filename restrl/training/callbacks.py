@@ -28,12 +28,15 @@ def forward_logs_callback(on_log: OnLog | None) -> Any:
 
 
 def quiet_progress(trainer: Any) -> None:
-    """Keep the Trainer's progress bar but not its per-step dict printing (MLflow has those)."""
-    from transformers.trainer_callback import ProgressCallback
+    """No per-step dict printing (MLflow has those); a progress bar only on a terminal."""
+    import sys
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     class ProgressBarOnly(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
             return None
 
-    if trainer.pop_callback(ProgressCallback) is not None:
+    trainer.pop_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None and sys.stderr.isatty():
         trainer.add_callback(ProgressBarOnly())
