@@ -173,6 +173,30 @@ def f(x):
     assert rewards(one, [(he(), reader)]) == [0.0]
 
 
+TEST_CODE_READER = """
+import re, sys
+def _find():
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            for item in (value.values() if isinstance(value, dict) else [value]):
+                if isinstance(item, str) and "def check(" + "candidate)" in item:
+                    return item
+        frame = frame.f_back
+    return ""
+TESTS = _find()
+def f(x):
+    found = re.search(r"candidate\\(%d\\) == (\\d+)" % x, TESTS)
+    return int(found.group(1)) if found else None
+"""
+
+
+def test_humaneval_test_code_is_not_in_the_programs_frames(one):
+    # The job the program's process is forked for carries the program, never the tests.
+    assert rewards(one, [(he(), TEST_CODE_READER)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
 # ----------------------------------------------------------------------------- least view
 
 @needs_bwrap

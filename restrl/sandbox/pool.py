@@ -399,7 +399,7 @@ class SandboxWorker:
             ready, _, _ = select.select([fd], [], [], remaining)
             if not ready:
                 return None
-            chunk = os.read(fd, 1 << 20)
+            chunk = os.read(fd, 65536)  # larger buffers are mmaps of their own
             if not chunk:
                 return None
             self._buffer += chunk

@@ -61,6 +61,8 @@ TOKEN_FD = 4
 EXIT_SYSTEM_EXIT = 112  # a script raised SystemExit with a non-zero status
 EXIT_MEMORY = 113
 EXIT_SETUP = 114
+# Read and write size. A larger read buffer is an mmap of its own (malloc's threshold is
+# 128 KiB): an mmap, an mremap and a munmap per read, which cost more than the data.
 _CHUNK = 65536
 
 # Audit events that would let the program read or rewrite harness memory. Looking a symbol up
@@ -760,7 +762,7 @@ class _Channel:
 
     def recv(self) -> dict | None:
         while b"\n" not in self.buffer:
-            chunk = os.read(self.read_fd, 1 << 20)
+            chunk = os.read(self.read_fd, _CHUNK)
             if not chunk:
                 return None
             self.buffer += chunk
@@ -973,7 +975,7 @@ def _checker_loop(uid: int | None, memory_bytes: int) -> None:
             size = int.from_bytes(header, "big")
             data = bytearray()
             while len(data) < size:
-                chunk = sock.recv(min(size - len(data), 1 << 20))
+                chunk = sock.recv(min(size - len(data), _CHUNK))
                 if not chunk:
                     raise EOFError
                 data += chunk
@@ -1159,11 +1161,15 @@ def _child_main(job: dict, workdir: str, uid: int | None, limits: dict) -> None:
 # ----------------------------------------------------------------------------- server side
 
 
-def _set_nondumpable() -> None:
-    """PR_SET_DUMPABLE 0: /proc/<pid>/{fd,mem,environ} and ptrace need CAP_SYS_PTRACE."""
+def _prctl(option: int, arg: int) -> None:
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+
+
+def _set_nondumpable() -> None:
+    """PR_SET_DUMPABLE 0: /proc/<pid>/{fd,mem,environ} and ptrace need CAP_SYS_PTRACE."""
+    _prctl(4, 0)  # PR_SET_DUMPABLE
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1189,7 +1195,7 @@ class _PersistentChecker:
         """Hand a job and its channel's fds to the checker (starting one if needed)."""
         import socket
 
-        if self.pid and (self.memory != memory or not self._alive()):
+        if self.pid and (self.memory != memory or not _still_child(self.pid)):
             self.stop()
         if not self.pid:
             self._start(memory)
@@ -1241,13 +1247,6 @@ class _PersistentChecker:
             self.stop()
         return True, report
 
-    def _alive(self) -> bool:
-        try:
-            done, _ = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        return not done
-
     def _start(self, memory: int) -> None:
         import socket
 
@@ -1269,7 +1268,7 @@ class _PersistentChecker:
 
     def stop(self) -> None:
         if self.pid:
-            if self._alive():  # still our child (never a reused pid)
+            if _still_child(self.pid):  # still our child (never a reused pid)
                 with contextlib.suppress(OSError):
                     os.kill(self.pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
@@ -1279,6 +1278,170 @@ class _PersistentChecker:
             self.sock.close()
             self.sock = None
         self.buffer = b""
+
+
+ZYGOTE_SOCKET_FD = 3
+_JOB_FDS = 5  # a job child's stdin, stdout, stderr and its two channel fds (3, 4)
+_RECORD = 9  # zygote -> server: b"P" + pid or b"S" + wait status, 8 bytes big-endian
+
+
+def _zygote_loop(uid: int | None) -> None:
+    """The worker's fork server: forks each job's child, reports its pid and its wait status.
+
+    Forked from the server once its modules are loaded, it does nothing else, so a job's child
+    starts from a process that touches few pages between forks (every page written while a
+    child lives is copied on write), and the server, which does the supervision, forks no
+    program at all. The child gets only its own job: never test code, never another job.
+    """
+    import socket
+
+    sock = socket.socket(fileno=ZYGOTE_SOCKET_FD)
+    try:
+        _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the server
+        while True:
+            header, fds, _, _ = socket.recv_fds(sock, 8, _JOB_FDS)
+            if len(header) != 8 or len(fds) != _JOB_FDS:
+                break
+            data = _recv_exact(sock, int.from_bytes(header, "big"))
+            pid = os.fork()
+            if pid == 0:
+                _start_job(fds, data, uid)
+            for fd in fds:
+                os.close(fd)
+            sock.sendall(b"P" + pid.to_bytes(8, "big"))
+            _, status = os.waitpid(pid, 0)
+            sock.sendall(b"S" + status.to_bytes(8, "big", signed=True))
+    except BaseException:  # noqa: BLE001 - the server sees the socket close and starts another
+        pass
+    os._exit(0)
+
+
+def _recv_exact(sock, size: int) -> bytes:  # noqa: ANN001
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), _CHUNK))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return bytes(data)
+
+
+def _start_job(fds: list[int], data: bytes, uid: int | None) -> None:
+    """In a job's child, forked by the zygote: its fds in place, then the job."""
+    try:
+        for target, fd in enumerate(fds):  # received fds are >= 4: only the last can collide
+            os.dup2(fd, target)
+        os.closerange(_JOB_FDS, 65536)
+        job = json.loads(data)
+    except BaseException:  # noqa: BLE001
+        os._exit(EXIT_SETUP)
+    _child_main(job, job.pop("workdir"), uid, job["limits"])
+
+
+class _Zygote:
+    """The server's end of its fork server (`_zygote_loop`), started once, before any job."""
+
+    def __init__(self, uid: int | None) -> None:
+        self.uid = uid
+        self.pid = 0
+        self.sock = None
+        self.child = 0
+        self.status: int | None = None  # the child's wait status, once it is reported
+
+    def spawn(self, job: dict, fds: tuple[int, ...]) -> int:
+        """Fork a child for `job` with `fds` as its fds 0-4; its pid, or 0 if that failed."""
+        import socket
+
+        if not self.pid or not _still_child(self.pid):
+            return 0
+        data = json.dumps(job).encode()
+        self.child, self.status = 0, None
+        try:
+            self.sock.settimeout(10.0)
+            socket.send_fds(self.sock, [len(data).to_bytes(8, "big")], list(fds))
+            self.sock.sendall(data)
+            record = _recv_exact(self.sock, _RECORD)
+        except (OSError, EOFError):
+            self.stop()
+            return 0
+        if record[:1] != b"P":
+            self.stop()
+            return 0
+        self.child = int.from_bytes(record[1:], "big")
+        return self.child
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def collect(self, timeout: float) -> bool:
+        """Read the child's exit report (waiting up to `timeout`); False if none came."""
+        if self.status is not None:
+            return True
+        if self.sock is None:
+            return False
+        try:
+            self.sock.settimeout(max(timeout, 0.0))
+            record = _recv_exact(self.sock, _RECORD)
+        except TimeoutError:
+            return False
+        except (OSError, EOFError):
+            self.stop()
+            return False
+        if record[:1] != b"S":
+            self.stop()
+            return False
+        self.status = int.from_bytes(record[1:], "big", signed=True)
+        return True
+
+    def wait(self, deadline: float) -> int | None:
+        """The child's wait status, killing it at `deadline`; None if the zygote is gone."""
+        if not self.collect(deadline - time.monotonic()):
+            _kill(self.child)
+            self.collect(5.0)
+        return self.status
+
+    def start(self) -> None:
+        """Fork the zygote. Only before the first job: every job child inherits the stack of
+        the call that forked the zygote, which must hold no job (and no test code)."""
+        import socket
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(child.fileno(), ZYGOTE_SOCKET_FD)
+                os.closerange(ZYGOTE_SOCKET_FD + 1, 65536)
+            except BaseException:  # noqa: BLE001
+                os._exit(EXIT_SETUP)
+            _zygote_loop(self.uid)
+        child.close()
+        self.pid, self.sock = pid, parent
+
+    def stop(self) -> None:
+        if self.pid:
+            if _still_child(self.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _crashed(error: str) -> dict:
+    return {"status": "crashed", "error": error, "stdout": "", "stderr": "", "messages": [],
+            "vault": None, "seconds": 0.0, "exit_code": None, "signal": None}
+
+
+def _still_child(pid: int) -> bool:
+    """Whether `pid` is our child and has not exited (never a reused pid)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return not done
 
 
 class _Server:
@@ -1305,6 +1468,7 @@ class _Server:
         # user: programs share its uid) a fresh checker is forked for every job.
         self.checker = (_PersistentChecker(self.checker_uid) if self.checker_uid is not None
                         else None)
+        self.zygote = _Zygote(self.uid)
 
     def run(self, job: dict) -> dict:
         workdir = self._new_workdir()
@@ -1351,9 +1515,7 @@ class _Server:
             if not sent:
                 for fd in (*mine, call_r, call_w, stdin_w, out_r, err_r, res_r, tok_r):
                     os.close(fd)
-                return {"status": "crashed", "error": "sandbox checker did not start",
-                        "stdout": "", "stderr": "", "messages": [], "vault": None,
-                        "seconds": 0.0, "exit_code": None, "signal": None}
+                return _crashed("sandbox checker did not start")
             persistent = self.checker
             program_fds = (call_r, call_w)
             mine += [call_r, call_w]
@@ -1382,20 +1544,14 @@ class _Server:
             job = {**job, "driver": "serve"}
         else:
             program_fds = (res_w, tok_w)
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                os.dup2(stdin_r, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                os.dup2(program_fds[0], RESULT_FD)
-                os.dup2(program_fds[1], TOKEN_FD)
-                os.closerange(TOKEN_FD + 1, 65536)
-            except BaseException:  # noqa: BLE001
-                os._exit(EXIT_SETUP)
-            _child_main(job, workdir, self.uid, limits)
+        # The child's job: a check job's program is served without its tests.
+        child_job = {k: v for k, v in job.items() if k != "tests" or job["driver"] != "serve"}
+        pid = self.zygote.spawn({**child_job, "workdir": workdir},
+                                (stdin_r, out_w, err_w, *program_fds))
         for fd in mine:
             os.close(fd)
+        if not pid:  # the zygote is gone (a program killed it): the host starts a new server
+            raise SystemExit("restrl sandbox server: the zygote is gone")
         try:
             return self._supervise(pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r,
                                    persistent)
@@ -1418,8 +1574,9 @@ class _Server:
         open_fds = set(buffers)
         status = "ok"
         sent = 0
-        main = checker if checker > 0 else pid  # the job is over when this one exits
-        pidfd = os.pidfd_open(main)  # readable once it exits, even if grandchildren linger
+        # The job is over when its main process exits: a per-job checker (readable pidfd) or
+        # the program (the zygote reports its exit), even if grandchildren linger.
+        exit_fd = os.pidfd_open(checker) if checker > 0 else self.zygote.fileno()
         exited = False
         # With a persistent checker, the job is over when its report is in (or it is gone).
         pending = persistent is not None
@@ -1438,7 +1595,7 @@ class _Server:
                 if status != "ok":
                     break
             writers = [stdin_w] if stdin_w >= 0 else []
-            fds = list(open_fds) + ([] if exited or program_done else [pidfd])
+            fds = list(open_fds) + ([] if exited or program_done else [exit_fd])
             checker_fd = persistent.fileno() if pending else -1
             if pending:
                 fds.append(checker_fd)
@@ -1453,8 +1610,10 @@ class _Server:
                     pending = False
                     exited = True
                     _kill(pid)
-            if pidfd in readable:
-                readable.remove(pidfd)
+            if exit_fd in readable:
+                readable.remove(exit_fd)
+                if checker <= 0:
+                    self.zygote.collect(1.0)
                 if pending:  # the checker still has to say what that means
                     program_done = True
                 else:
@@ -1485,7 +1644,8 @@ class _Server:
                 buf += chunk
             if status != "ok":
                 break
-        os.close(pidfd)
+        if checker > 0:
+            os.close(exit_fd)
         watch.resume()
         if pending:  # the checker is still in the middle of this job: never reuse it
             persistent.stop()
@@ -1496,14 +1656,14 @@ class _Server:
         wait_status = None
         if persistent is not None:
             _kill(pid)
-            _wait(pid, deadline + 2.0)
+            self.zygote.wait(deadline + 2.0)
             wait_status = 0 if report is not None else None
         elif checker > 0:
             _, wait_status = _wait(checker, deadline + 2.0)
             _kill(pid)
-            _wait(pid, deadline + 2.0)
+            self.zygote.wait(deadline + 2.0)
         else:
-            _, wait_status = _wait(pid, deadline + 2.0)
+            wait_status = self.zygote.wait(deadline + 2.0)
         seconds = time.monotonic() - start
         _kill(pid)  # the process group, if any member outlived the child
         for fd in (stdin_w, out_r, err_r, res_r, tok_r):
@@ -1515,7 +1675,9 @@ class _Server:
                 exit_code = os.WEXITSTATUS(wait_status)
             elif os.WIFSIGNALED(wait_status):
                 term_signal = os.WTERMSIG(wait_status)
-        if status == "ok" and term_signal in (signal.SIGXCPU, signal.SIGKILL) and seconds > 0:
+        if status == "ok" and wait_status is None and persistent is None:
+            status = "crashed"  # the zygote died before it said how the job ended
+        elif status == "ok" and term_signal in (signal.SIGXCPU, signal.SIGKILL) and seconds > 0:
             status = "timeout" if term_signal == signal.SIGXCPU else "crashed"
         elif status == "ok" and exit_code == EXIT_MEMORY:
             status = "memory"
@@ -1549,7 +1711,8 @@ class _Server:
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            if pid in (1, self.me, self.checker_pid, self.persistent_checker_pid):
+            if pid in (1, self.me, self.checker_pid, self.persistent_checker_pid,
+                       self.zygote.pid):
                 continue
             if self.in_namespace or _owned_by(pid, self.uid):
                 pids.append(pid)
@@ -1819,6 +1982,7 @@ def main() -> None:
 
     gc.collect()
     gc.freeze()
+    server.zygote.start()
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.dup(1)
     # Jobs must not inherit the channel through fds 0/1.
@@ -1831,9 +1995,7 @@ def main() -> None:
         try:
             reply = server.run(job)
         except Exception as exc:  # noqa: BLE001 - report, keep serving
-            reply = {"status": "crashed", "error": f"sandbox server: {exc!r}", "stdout": "",
-                     "stderr": "", "messages": [], "vault": None, "seconds": 0.0,
-                     "exit_code": None, "signal": None}
+            reply = _crashed(f"sandbox server: {exc!r}")
         reply["job"] = job.get("id")
         data = (json.dumps(reply) + "\n").encode()
         view = memoryview(data)
