@@ -784,7 +784,10 @@ def _serve_program(job: dict) -> int:
     except BaseException as exc:  # noqa: BLE001
         channel.send({"error": _short_error(exc)})
         return 0
-    channel.send({"ready": True})
+    # What each function and module name is, up front: the checker asks only for data.
+    names = {name: kind for name, value in list(namespace.items())
+             if type(name) is str and (kind := _kind_of(value)) is not None}
+    channel.send({"ready": True, "names": names})
     while True:
         request = channel.recv()
         if request is None:
@@ -794,13 +797,9 @@ def _serve_program(job: dict) -> int:
         if request.get("op") == "get":
             if value is _MISSING:
                 channel.send({"missing": True})
-            elif isinstance(value, types.ModuleType):
-                channel.send({"module": str(getattr(value, "__name__", ""))})
-            elif callable(value):
-                channel.send({"callable": True})
             else:
                 try:
-                    channel.send({"value": pack(value)})
+                    channel.send(_kind_of(value) or {"value": pack(value)})
                 except (TypeError, ValueError, RecursionError):
                     channel.send({"missing": True})
             continue
@@ -817,6 +816,16 @@ def _serve_program(job: dict) -> int:
             channel.send(answer)
         except TypeError:
             channel.send({"raise": "TypeError", "message": "unserializable return value"})
+
+
+def _kind_of(value: object) -> dict | None:
+    """How the checker stands in for a program's name: a module, a remote function, or None
+    (data, sent as a value when asked for)."""
+    if isinstance(value, types.ModuleType):
+        return {"module": str(getattr(value, "__name__", ""))}
+    if callable(value):
+        return {"callable": True}
+    return None
 
 
 def _exception_named(name: object) -> type[BaseException]:
@@ -847,15 +856,18 @@ class _Remote:
 class _TestNamespace(dict):
     """The test code's globals: a name neither it nor builtins define is the program's."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, channel: _Channel, names: object) -> None:
         super().__init__(__name__="__restrl_tests__", __builtins__=builtins)
         self._channel = channel
+        self._names = names if type(names) is dict else {}  # the program's functions, modules
 
     def __missing__(self, name: str) -> object:
         if type(name) is not str or hasattr(builtins, name):
             raise KeyError(name)
-        self._channel.send({"op": "get", "name": name})
-        answer = self._channel.recv() or {}
+        answer = self._names.get(name)
+        if type(answer) is not dict:
+            self._channel.send({"op": "get", "name": name})
+            answer = self._channel.recv() or {}
         module = answer.get("module")
         if answer.get("callable") is True:
             value: object = _Remote(self._channel, name)
@@ -893,7 +905,7 @@ def _check_remotely(job: dict, read_fd: int = CHECK_FROM_FD, write_fd: int = CHE
             _set_alarm(0)
             error = str((hello or {}).get("error", "the program exited while loading"))[:500]
             return {"passed": False, "error": error}
-        namespace = _TestNamespace(channel)
+        namespace = _TestNamespace(channel, hello.get("names"))
         exec(code, namespace)
         check, candidate = namespace["check"], namespace[job["entry_point"]]
         if not isinstance(candidate, _Remote):
@@ -1132,9 +1144,6 @@ def _child_main(job: dict, workdir: str, uid: int | None, limits: dict) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         nproc = int(limits["nproc"])
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
         sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
         sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
@@ -1298,6 +1307,10 @@ def _zygote_loop(uid: int | None) -> None:
     sock = socket.socket(fileno=ZYGOTE_SOCKET_FD)
     try:
         _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the server
+        # The signal dispositions programs start with, set once for every child.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while True:
             header, fds, _, _ = socket.recv_fds(sock, 8, _JOB_FDS)
             if len(header) != 8 or len(fds) != _JOB_FDS:
@@ -1965,8 +1978,22 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _site(config: dict) -> None:
+    """What `site` sets up, for a server started with -S: the venv's import path and prefixes
+    (from the host) and the `exit`, `quit`, `help` builtins programs may use."""
+    import site
+
+    sys.path.extend(p for p in config.get("path", ()) if p not in sys.path)
+    sys.prefix = config.get("prefix", sys.prefix)
+    sys.exec_prefix = config.get("exec_prefix", sys.exec_prefix)
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
 def main() -> None:
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    _site(config)
     # Our fds (the reply channel), memory and environment are out of reach of the programs,
     # even where they run as our uid (an ordinary user's sandbox): /proc/<ppid>/fd needs ptrace.
     _set_nondumpable()
