@@ -1,9 +1,10 @@
 """The fork server that runs inside the sandbox (stdlib only; started by `restrl.sandbox.pool`).
 
-One server per worker. It reads one JSON job per line on stdin, forks a child per job, feeds
-the child's stdin, drains its stdout/stderr continuously, enforces the wall clock and the
-output limit, kills everything the child started, and answers one JSON line on stdout.
-Forking a warm interpreter costs a few milliseconds; starting one costs ~20 ms plus imports.
+One server per worker. It reads one JSON job per line on stdin, has its zygote (a fork server
+started before the first job, see `_zygote_loop`) fork a child per job, feeds the child's
+stdin, drains its stdout/stderr continuously, enforces the wall clock and the output limit,
+kills everything the child started, and answers one JSON line on stdout. Forking a warm
+interpreter costs about a millisecond; starting one costs ~20 ms plus imports.
 
 Untrusted code (programs, and test code too) is compiled with `dont_inherit=True`, so this
 module's `from __future__ import annotations` never changes its meaning.
