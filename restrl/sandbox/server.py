@@ -1145,10 +1145,8 @@ def _child_main(job: dict, workdir: str, uid: int | None, limits: dict) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         nproc = int(limits["nproc"])
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
-                                           closefd=False)
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = (
+            _STDIO or _open_stdio())
         sys.argv = ["program.py"]
         sys.path[0:0] = [workdir]
         os.environ["HOME"] = workdir
@@ -1295,6 +1293,27 @@ _JOB_FDS = 5  # a job child's stdin, stdout, stderr and its two channel fds (3, 
 _RECORD = 9  # zygote -> server: b"P" + pid or b"S" + wait status, 8 bytes big-endian
 
 
+_STDIO: list = []  # the zygote's pristine stdio for job children (see `_make_stdio`)
+
+
+def _open_stdio() -> list:
+    """Text streams on fds 0, 1, 2 as a job's program sees them."""
+    return [open(0, encoding="utf-8", errors="replace", closefd=False),  # noqa: SIM115
+            open(1, "w", encoding="utf-8", closefd=False),  # noqa: SIM115
+            open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)]  # noqa: SIM115
+
+
+def _make_stdio() -> None:
+    """Make the job children's stdio once, in the zygote, on a pipe like the jobs' own (so not
+    seekable, not a tty): a child only swaps its fds 0-2 under streams that never held data."""
+    read_end, write_end = os.pipe()
+    for target, fd in ((0, read_end), (1, write_end), (2, write_end)):
+        os.dup2(fd, target)
+    os.close(read_end)
+    os.close(write_end)
+    _STDIO[:] = _open_stdio()
+
+
 def _zygote_loop(uid: int | None) -> None:
     """The worker's fork server: forks each job's child, reports its pid and its wait status.
 
@@ -1312,6 +1331,7 @@ def _zygote_loop(uid: int | None) -> None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _make_stdio()
         while True:
             header, fds, _, _ = socket.recv_fds(sock, 8, _JOB_FDS)
             if len(header) != 8 or len(fds) != _JOB_FDS:
