@@ -173,6 +173,66 @@ def f(x):
     assert rewards(one, [(he(), reader)]) == [0.0]
 
 
+TEST_CODE_READER = """
+import re, sys
+def _find():
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            for item in (value.values() if isinstance(value, dict) else [value]):
+                if isinstance(item, str) and "def check(" + "candidate)" in item:
+                    return item
+        frame = frame.f_back
+    return ""
+TESTS = _find()
+def f(x):
+    found = re.search(r"candidate\\(%d\\) == (\\d+)" % x, TESTS)
+    return int(found.group(1)) if found else None
+"""
+
+
+def test_humaneval_test_code_is_not_in_the_programs_frames(one):
+    # The job the program's process is forked for carries the program, never the tests.
+    assert rewards(one, [(he(), TEST_CODE_READER)]) == [0.0]
+    assert honest_after(one) == [1.0, 0.0]
+
+
+# BigCodeBench's tests run in the program's process (unittest with mocks): what the README's
+# sandbox section states as the residual risk there, pinned so that a change to it is seen.
+CTYPES_CONSTANT_WRITER = """
+import ctypes
+class _U(ctypes.Union):
+    _fields_ = [("p", ctypes.POINTER(ctypes.c_uint32)), ("i", ctypes.c_size_t)]
+def _poke(obj, value):
+    u = _U()
+    u.i = id(obj) + 24  # the first digit of an int (CPython 3.11, 64-bit)
+    u.p[0] = value
+for _name in ("test_a", "test_b"):
+    for _const in getattr(TestCases, _name).__code__.co_consts:
+        if type(_const) is int and _const > 1000:
+            _poke(_const, _const - 1001)
+def task_func(x):
+    return x
+"""
+ALWAYS_EQUAL = ("class _Any:\n    def __eq__(self, other):\n        return True\n"
+                "def task_func(x):\n    return _Any()\n")
+
+
+def test_residual_risk_bigcodebench_ctypes_writes_into_the_tests_memory_forge_a_pass(one):
+    # ctypes pointers raise no audit event: the test's expected constants are rewritten.
+    tests = BCB_TESTS.replace("), 3)", "), 1003)").replace("), 6)", "), 1006)")
+    problem = Problem(problem_id="b", domain="bigcodebench", prompt="", init_code="",
+                      tests=tests, entry_point="task_func", io_mode="unittest")
+    assert rewards(one, [(problem, CTYPES_CONSTANT_WRITER)]) == [1.0]
+    assert rewards(one, [(problem, WRONG_TASK)]) == [0.0]
+
+
+def test_residual_risk_bigcodebench_an_always_equal_result_passes_assert_equal(one):
+    # unittest's assertEqual asks the result's own __eq__, as in the original harness.
+    assert rewards(one, [(bcb(), ALWAYS_EQUAL)]) == [1.0]
+    assert rewards(one, [(bcb(), WRONG_TASK)]) == [0.0]
+
+
 # ----------------------------------------------------------------------------- least view
 
 @needs_bwrap

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Literal
 
+from pydantic import Field
+
+from restrl.configs import config
 from restrl.problems.model import Problem
 from restrl.sandbox.limits import GRACE_SECONDS, Limits
 from restrl.sandbox.pool import RunResult
@@ -29,7 +32,6 @@ from restrl.sandbox.verdict import Verdict, worst_status
 
 RunJob = Callable[[dict], RunResult]
 _FLOAT_TOL = 1e-6
-APPS_COMPARE_MODES = ("reference", "strict")
 
 # Run before every APPS program, in its namespace: the original harness prepends these imports,
 # so programs that use the names without importing them pass. numpy is optional here.
@@ -55,30 +57,21 @@ from heapq import *
 """
 
 
-@dataclass(frozen=True)
+@config
 class CheckOptions:
-    """How outcomes are judged (limits are in `Limits`); the defaults give the original rewards.
+    """How outcomes are judged (limits are in `Limits`); the defaults give the original rewards."""
 
-    Attributes:
-        apps_compare: "reference" (default) = the original APPS harness's rules. stdin/stdout:
-            the output passes if its stripped text, or its stripped non-empty lines, equal the
-            expected output's, or every line is a number and they are `np.allclose`, or each
-            line's *set* of tokens matches (lines and repeats in any order; tokens also as
-            floats rounded to 3 places); a script ending in `sys.exit(n)` is judged on its
-            output. Call-based: `got == expected` or `got == expected[0]`, dict keys of inputs
-            and outputs that are all integers in text become ints.
-            "strict" = restrl's stricter rules: stdout equal after strip or token by token
-            (floats within 1e-6), a non-zero exit fails; call-based `got == expected` or
-            `[got] == expected`, no key conversion. Both compare call results with their types
-            (1 is not True) and floats within 1e-6.
-    """
-
-    apps_compare: str = "reference"
-
-    def __post_init__(self) -> None:
-        if self.apps_compare not in APPS_COMPARE_MODES:
-            raise ValueError(f"unknown apps_compare {self.apps_compare!r}: expected one of "
-                             f"{APPS_COMPARE_MODES}")
+    apps_compare: Literal["reference", "strict"] = Field("reference", description=(
+        "APPS output comparison. \"reference\" (default) = the original APPS harness's rules. "
+        "stdin/stdout: the output passes if its stripped text, or its stripped non-empty lines, "
+        "equal the expected output's, or every line is a number and they are `np.allclose`, or "
+        "each line's *set* of tokens matches (lines and repeats in any order; tokens also as "
+        "floats rounded to 3 places); a script ending in `sys.exit(n)` is judged on its output. "
+        "Call-based: `got == expected` or `got == expected[0]`, dict keys of inputs and outputs "
+        "that are all integers in text become ints. \"strict\" = restrl's stricter rules: "
+        "stdout equal after strip or token by token (floats within 1e-6), a non-zero exit "
+        "fails; call-based `got == expected` or `[got] == expected`, no key conversion. Both "
+        "compare call results with their types (1 is not True) and floats within 1e-6."))
 
 
 DEFAULT_OPTIONS = CheckOptions()

@@ -1,9 +1,10 @@
 """The fork server that runs inside the sandbox (stdlib only; started by `restrl.sandbox.pool`).
 
-One server per worker. It reads one JSON job per line on stdin, forks a child per job, feeds
-the child's stdin, drains its stdout/stderr continuously, enforces the wall clock and the
-output limit, kills everything the child started, and answers one JSON line on stdout.
-Forking a warm interpreter costs a few milliseconds; starting one costs ~20 ms plus imports.
+One server per worker. It reads one JSON job per line on stdin, has its zygote (a fork server
+started before the first job, see `_zygote_loop`) fork a child per job, feeds the child's
+stdin, drains its stdout/stderr continuously, enforces the wall clock and the output limit,
+kills everything the child started, and answers one JSON line on stdout. Forking a warm
+interpreter costs about a millisecond; starting one costs ~20 ms plus imports.
 
 Untrusted code (programs, and test code too) is compiled with `dont_inherit=True`, so this
 module's `from __future__ import annotations` never changes its meaning.
@@ -61,6 +62,8 @@ TOKEN_FD = 4
 EXIT_SYSTEM_EXIT = 112  # a script raised SystemExit with a non-zero status
 EXIT_MEMORY = 113
 EXIT_SETUP = 114
+# Read and write size. A larger read buffer is an mmap of its own (malloc's threshold is
+# 128 KiB): an mmap, an mremap and a munmap per read, which cost more than the data.
 _CHUNK = 65536
 
 # Audit events that would let the program read or rewrite harness memory. Looking a symbol up
@@ -760,7 +763,7 @@ class _Channel:
 
     def recv(self) -> dict | None:
         while b"\n" not in self.buffer:
-            chunk = os.read(self.read_fd, 1 << 20)
+            chunk = os.read(self.read_fd, _CHUNK)
             if not chunk:
                 return None
             self.buffer += chunk
@@ -782,7 +785,10 @@ def _serve_program(job: dict) -> int:
     except BaseException as exc:  # noqa: BLE001
         channel.send({"error": _short_error(exc)})
         return 0
-    channel.send({"ready": True})
+    # What each function and module name is, up front: the checker asks only for data.
+    names = {name: kind for name, value in list(namespace.items())
+             if type(name) is str and (kind := _kind_of(value)) is not None}
+    channel.send({"ready": True, "names": names})
     while True:
         request = channel.recv()
         if request is None:
@@ -792,13 +798,9 @@ def _serve_program(job: dict) -> int:
         if request.get("op") == "get":
             if value is _MISSING:
                 channel.send({"missing": True})
-            elif isinstance(value, types.ModuleType):
-                channel.send({"module": str(getattr(value, "__name__", ""))})
-            elif callable(value):
-                channel.send({"callable": True})
             else:
                 try:
-                    channel.send({"value": pack(value)})
+                    channel.send(_kind_of(value) or {"value": pack(value)})
                 except (TypeError, ValueError, RecursionError):
                     channel.send({"missing": True})
             continue
@@ -815,6 +817,16 @@ def _serve_program(job: dict) -> int:
             channel.send(answer)
         except TypeError:
             channel.send({"raise": "TypeError", "message": "unserializable return value"})
+
+
+def _kind_of(value: object) -> dict | None:
+    """How the checker stands in for a program's name: a module, a remote function, or None
+    (data, sent as a value when asked for)."""
+    if isinstance(value, types.ModuleType):
+        return {"module": str(getattr(value, "__name__", ""))}
+    if callable(value):
+        return {"callable": True}
+    return None
 
 
 def _exception_named(name: object) -> type[BaseException]:
@@ -845,15 +857,18 @@ class _Remote:
 class _TestNamespace(dict):
     """The test code's globals: a name neither it nor builtins define is the program's."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, channel: _Channel, names: object) -> None:
         super().__init__(__name__="__restrl_tests__", __builtins__=builtins)
         self._channel = channel
+        self._names = names if type(names) is dict else {}  # the program's functions, modules
 
     def __missing__(self, name: str) -> object:
         if type(name) is not str or hasattr(builtins, name):
             raise KeyError(name)
-        self._channel.send({"op": "get", "name": name})
-        answer = self._channel.recv() or {}
+        answer = self._names.get(name)
+        if type(answer) is not dict:
+            self._channel.send({"op": "get", "name": name})
+            answer = self._channel.recv() or {}
         module = answer.get("module")
         if answer.get("callable") is True:
             value: object = _Remote(self._channel, name)
@@ -891,7 +906,7 @@ def _check_remotely(job: dict, read_fd: int = CHECK_FROM_FD, write_fd: int = CHE
             _set_alarm(0)
             error = str((hello or {}).get("error", "the program exited while loading"))[:500]
             return {"passed": False, "error": error}
-        namespace = _TestNamespace(channel)
+        namespace = _TestNamespace(channel, hello.get("names"))
         exec(code, namespace)
         check, candidate = namespace["check"], namespace[job["entry_point"]]
         if not isinstance(candidate, _Remote):
@@ -973,7 +988,7 @@ def _checker_loop(uid: int | None, memory_bytes: int) -> None:
             size = int.from_bytes(header, "big")
             data = bytearray()
             while len(data) < size:
-                chunk = sock.recv(min(size - len(data), 1 << 20))
+                chunk = sock.recv(min(size - len(data), _CHUNK))
                 if not chunk:
                     raise EOFError
                 data += chunk
@@ -1130,13 +1145,8 @@ def _child_main(job: dict, workdir: str, uid: int | None, limits: dict) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         nproc = int(limits["nproc"])
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
-                                           closefd=False)
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = (
+            _STDIO or _open_stdio())
         sys.argv = ["program.py"]
         sys.path[0:0] = [workdir]
         os.environ["HOME"] = workdir
@@ -1159,11 +1169,15 @@ def _child_main(job: dict, workdir: str, uid: int | None, limits: dict) -> None:
 # ----------------------------------------------------------------------------- server side
 
 
-def _set_nondumpable() -> None:
-    """PR_SET_DUMPABLE 0: /proc/<pid>/{fd,mem,environ} and ptrace need CAP_SYS_PTRACE."""
+def _prctl(option: int, arg: int) -> None:
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+
+
+def _set_nondumpable() -> None:
+    """PR_SET_DUMPABLE 0: /proc/<pid>/{fd,mem,environ} and ptrace need CAP_SYS_PTRACE."""
+    _prctl(4, 0)  # PR_SET_DUMPABLE
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1189,7 +1203,7 @@ class _PersistentChecker:
         """Hand a job and its channel's fds to the checker (starting one if needed)."""
         import socket
 
-        if self.pid and (self.memory != memory or not self._alive()):
+        if self.pid and (self.memory != memory or not _still_child(self.pid)):
             self.stop()
         if not self.pid:
             self._start(memory)
@@ -1241,13 +1255,6 @@ class _PersistentChecker:
             self.stop()
         return True, report
 
-    def _alive(self) -> bool:
-        try:
-            done, _ = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        return not done
-
     def _start(self, memory: int) -> None:
         import socket
 
@@ -1269,7 +1276,7 @@ class _PersistentChecker:
 
     def stop(self) -> None:
         if self.pid:
-            if self._alive():  # still our child (never a reused pid)
+            if _still_child(self.pid):  # still our child (never a reused pid)
                 with contextlib.suppress(OSError):
                     os.kill(self.pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
@@ -1279,6 +1286,196 @@ class _PersistentChecker:
             self.sock.close()
             self.sock = None
         self.buffer = b""
+
+
+ZYGOTE_SOCKET_FD = 3
+_JOB_FDS = 5  # a job child's stdin, stdout, stderr and its two channel fds (3, 4)
+_RECORD = 9  # zygote -> server: b"P" + pid or b"S" + wait status, 8 bytes big-endian
+
+
+_STDIO: list = []  # the zygote's pristine stdio for job children (see `_make_stdio`)
+
+
+def _open_stdio() -> list:
+    """Text streams on fds 0, 1, 2 as a job's program sees them."""
+    return [open(0, encoding="utf-8", errors="replace", closefd=False),  # noqa: SIM115
+            open(1, "w", encoding="utf-8", closefd=False),  # noqa: SIM115
+            open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)]  # noqa: SIM115
+
+
+def _make_stdio() -> None:
+    """Make the job children's stdio once, in the zygote, on a pipe like the jobs' own (so not
+    seekable, not a tty): a child only swaps its fds 0-2 under streams that never held data."""
+    read_end, write_end = os.pipe()
+    for target, fd in ((0, read_end), (1, write_end), (2, write_end)):
+        os.dup2(fd, target)
+    os.close(read_end)
+    os.close(write_end)
+    _STDIO[:] = _open_stdio()
+
+
+def _zygote_loop(uid: int | None) -> None:
+    """The worker's fork server: forks each job's child, reports its pid and its wait status.
+
+    Forked from the server once its modules are loaded, it does nothing else, so a job's child
+    starts from a process that touches few pages between forks (every page written while a
+    child lives is copied on write), and the server, which does the supervision, forks no
+    program at all. The child gets only its own job: never test code, never another job.
+    """
+    import socket
+
+    sock = socket.socket(fileno=ZYGOTE_SOCKET_FD)
+    try:
+        _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the server
+        # The signal dispositions programs start with, set once for every child.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _make_stdio()
+        while True:
+            header, fds, _, _ = socket.recv_fds(sock, 8, _JOB_FDS)
+            if len(header) != 8 or len(fds) != _JOB_FDS:
+                break
+            data = _recv_exact(sock, int.from_bytes(header, "big"))
+            pid = os.fork()
+            if pid == 0:
+                _start_job(fds, data, uid)
+            for fd in fds:
+                os.close(fd)
+            sock.sendall(b"P" + pid.to_bytes(8, "big"))
+            _, status = os.waitpid(pid, 0)
+            sock.sendall(b"S" + status.to_bytes(8, "big", signed=True))
+    except BaseException:  # noqa: BLE001 - the server sees the socket close and starts another
+        pass
+    os._exit(0)
+
+
+def _recv_exact(sock, size: int) -> bytes:  # noqa: ANN001
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), _CHUNK))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return bytes(data)
+
+
+def _start_job(fds: list[int], data: bytes, uid: int | None) -> None:
+    """In a job's child, forked by the zygote: its fds in place, then the job."""
+    try:
+        for target, fd in enumerate(fds):  # received fds are >= 4: only the last can collide
+            os.dup2(fd, target)
+        os.closerange(_JOB_FDS, 65536)
+        job = json.loads(data)
+    except BaseException:  # noqa: BLE001
+        os._exit(EXIT_SETUP)
+    _child_main(job, job.pop("workdir"), uid, job["limits"])
+
+
+class _Zygote:
+    """The server's end of its fork server (`_zygote_loop`), started once, before any job."""
+
+    def __init__(self, uid: int | None) -> None:
+        self.uid = uid
+        self.pid = 0
+        self.sock = None
+        self.child = 0
+        self.status: int | None = None  # the child's wait status, once it is reported
+
+    def spawn(self, job: dict, fds: tuple[int, ...]) -> int:
+        """Fork a child for `job` with `fds` as its fds 0-4; its pid, or 0 if that failed."""
+        import socket
+
+        if not self.pid or not _still_child(self.pid):
+            return 0
+        data = json.dumps(job).encode()
+        self.child, self.status = 0, None
+        try:
+            self.sock.settimeout(10.0)
+            socket.send_fds(self.sock, [len(data).to_bytes(8, "big")], list(fds))
+            self.sock.sendall(data)
+            record = _recv_exact(self.sock, _RECORD)
+        except (OSError, EOFError):
+            self.stop()
+            return 0
+        if record[:1] != b"P":
+            self.stop()
+            return 0
+        self.child = int.from_bytes(record[1:], "big")
+        return self.child
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def collect(self, timeout: float) -> bool:
+        """Read the child's exit report (waiting up to `timeout`); False if none came."""
+        if self.status is not None:
+            return True
+        if self.sock is None:
+            return False
+        try:
+            self.sock.settimeout(max(timeout, 0.0))
+            record = _recv_exact(self.sock, _RECORD)
+        except TimeoutError:
+            return False
+        except (OSError, EOFError):
+            self.stop()
+            return False
+        if record[:1] != b"S":
+            self.stop()
+            return False
+        self.status = int.from_bytes(record[1:], "big", signed=True)
+        return True
+
+    def wait(self, deadline: float) -> int | None:
+        """The child's wait status, killing it at `deadline`; None if the zygote is gone."""
+        if not self.collect(deadline - time.monotonic()):
+            _kill(self.child)
+            self.collect(5.0)
+        return self.status
+
+    def start(self) -> None:
+        """Fork the zygote. Only before the first job: every job child inherits the stack of
+        the call that forked the zygote, which must hold no job (and no test code)."""
+        import socket
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(child.fileno(), ZYGOTE_SOCKET_FD)
+                os.closerange(ZYGOTE_SOCKET_FD + 1, 65536)
+            except BaseException:  # noqa: BLE001
+                os._exit(EXIT_SETUP)
+            _zygote_loop(self.uid)
+        child.close()
+        self.pid, self.sock = pid, parent
+
+    def stop(self) -> None:
+        if self.pid:
+            if _still_child(self.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _crashed(error: str) -> dict:
+    return {"status": "crashed", "error": error, "stdout": "", "stderr": "", "messages": [],
+            "vault": None, "seconds": 0.0, "exit_code": None, "signal": None}
+
+
+def _still_child(pid: int) -> bool:
+    """Whether `pid` is our child and has not exited (never a reused pid)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return not done
 
 
 class _Server:
@@ -1305,6 +1502,7 @@ class _Server:
         # user: programs share its uid) a fresh checker is forked for every job.
         self.checker = (_PersistentChecker(self.checker_uid) if self.checker_uid is not None
                         else None)
+        self.zygote = _Zygote(self.uid)
 
     def run(self, job: dict) -> dict:
         workdir = self._new_workdir()
@@ -1351,9 +1549,7 @@ class _Server:
             if not sent:
                 for fd in (*mine, call_r, call_w, stdin_w, out_r, err_r, res_r, tok_r):
                     os.close(fd)
-                return {"status": "crashed", "error": "sandbox checker did not start",
-                        "stdout": "", "stderr": "", "messages": [], "vault": None,
-                        "seconds": 0.0, "exit_code": None, "signal": None}
+                return _crashed("sandbox checker did not start")
             persistent = self.checker
             program_fds = (call_r, call_w)
             mine += [call_r, call_w]
@@ -1382,20 +1578,14 @@ class _Server:
             job = {**job, "driver": "serve"}
         else:
             program_fds = (res_w, tok_w)
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                os.dup2(stdin_r, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                os.dup2(program_fds[0], RESULT_FD)
-                os.dup2(program_fds[1], TOKEN_FD)
-                os.closerange(TOKEN_FD + 1, 65536)
-            except BaseException:  # noqa: BLE001
-                os._exit(EXIT_SETUP)
-            _child_main(job, workdir, self.uid, limits)
+        # The child's job: a check job's program is served without its tests.
+        child_job = {k: v for k, v in job.items() if k != "tests" or job["driver"] != "serve"}
+        pid = self.zygote.spawn({**child_job, "workdir": workdir},
+                                (stdin_r, out_w, err_w, *program_fds))
         for fd in mine:
             os.close(fd)
+        if not pid:  # the zygote is gone (a program killed it): the host starts a new server
+            raise SystemExit("restrl sandbox server: the zygote is gone")
         try:
             return self._supervise(pid, checker, job, start, stdin_w, out_r, err_r, res_r, tok_r,
                                    persistent)
@@ -1418,8 +1608,9 @@ class _Server:
         open_fds = set(buffers)
         status = "ok"
         sent = 0
-        main = checker if checker > 0 else pid  # the job is over when this one exits
-        pidfd = os.pidfd_open(main)  # readable once it exits, even if grandchildren linger
+        # The job is over when its main process exits: a per-job checker (readable pidfd) or
+        # the program (the zygote reports its exit), even if grandchildren linger.
+        exit_fd = os.pidfd_open(checker) if checker > 0 else self.zygote.fileno()
         exited = False
         # With a persistent checker, the job is over when its report is in (or it is gone).
         pending = persistent is not None
@@ -1438,7 +1629,7 @@ class _Server:
                 if status != "ok":
                     break
             writers = [stdin_w] if stdin_w >= 0 else []
-            fds = list(open_fds) + ([] if exited or program_done else [pidfd])
+            fds = list(open_fds) + ([] if exited or program_done else [exit_fd])
             checker_fd = persistent.fileno() if pending else -1
             if pending:
                 fds.append(checker_fd)
@@ -1453,8 +1644,10 @@ class _Server:
                     pending = False
                     exited = True
                     _kill(pid)
-            if pidfd in readable:
-                readable.remove(pidfd)
+            if exit_fd in readable:
+                readable.remove(exit_fd)
+                if checker <= 0:
+                    self.zygote.collect(1.0)
                 if pending:  # the checker still has to say what that means
                     program_done = True
                 else:
@@ -1485,7 +1678,8 @@ class _Server:
                 buf += chunk
             if status != "ok":
                 break
-        os.close(pidfd)
+        if checker > 0:
+            os.close(exit_fd)
         watch.resume()
         if pending:  # the checker is still in the middle of this job: never reuse it
             persistent.stop()
@@ -1496,14 +1690,14 @@ class _Server:
         wait_status = None
         if persistent is not None:
             _kill(pid)
-            _wait(pid, deadline + 2.0)
+            self.zygote.wait(deadline + 2.0)
             wait_status = 0 if report is not None else None
         elif checker > 0:
             _, wait_status = _wait(checker, deadline + 2.0)
             _kill(pid)
-            _wait(pid, deadline + 2.0)
+            self.zygote.wait(deadline + 2.0)
         else:
-            _, wait_status = _wait(pid, deadline + 2.0)
+            wait_status = self.zygote.wait(deadline + 2.0)
         seconds = time.monotonic() - start
         _kill(pid)  # the process group, if any member outlived the child
         for fd in (stdin_w, out_r, err_r, res_r, tok_r):
@@ -1515,7 +1709,9 @@ class _Server:
                 exit_code = os.WEXITSTATUS(wait_status)
             elif os.WIFSIGNALED(wait_status):
                 term_signal = os.WTERMSIG(wait_status)
-        if status == "ok" and term_signal in (signal.SIGXCPU, signal.SIGKILL) and seconds > 0:
+        if status == "ok" and wait_status is None and persistent is None:
+            status = "crashed"  # the zygote died before it said how the job ended
+        elif status == "ok" and term_signal in (signal.SIGXCPU, signal.SIGKILL) and seconds > 0:
             status = "timeout" if term_signal == signal.SIGXCPU else "crashed"
         elif status == "ok" and exit_code == EXIT_MEMORY:
             status = "memory"
@@ -1549,7 +1745,8 @@ class _Server:
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            if pid in (1, self.me, self.checker_pid, self.persistent_checker_pid):
+            if pid in (1, self.me, self.checker_pid, self.persistent_checker_pid,
+                       self.zygote.pid):
                 continue
             if self.in_namespace or _owned_by(pid, self.uid):
                 pids.append(pid)
@@ -1802,8 +1999,22 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _site(config: dict) -> None:
+    """What `site` sets up, for a server started with -S: the venv's import path and prefixes
+    (from the host) and the `exit`, `quit`, `help` builtins programs may use."""
+    import site
+
+    sys.path.extend(p for p in config.get("path", ()) if p not in sys.path)
+    sys.prefix = config.get("prefix", sys.prefix)
+    sys.exec_prefix = config.get("exec_prefix", sys.exec_prefix)
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
 def main() -> None:
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    _site(config)
     # Our fds (the reply channel), memory and environment are out of reach of the programs,
     # even where they run as our uid (an ordinary user's sandbox): /proc/<ppid>/fd needs ptrace.
     _set_nondumpable()
@@ -1819,6 +2030,7 @@ def main() -> None:
 
     gc.collect()
     gc.freeze()
+    server.zygote.start()
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.dup(1)
     # Jobs must not inherit the channel through fds 0/1.
@@ -1831,9 +2043,7 @@ def main() -> None:
         try:
             reply = server.run(job)
         except Exception as exc:  # noqa: BLE001 - report, keep serving
-            reply = {"status": "crashed", "error": f"sandbox server: {exc!r}", "stdout": "",
-                     "stderr": "", "messages": [], "vault": None, "seconds": 0.0,
-                     "exit_code": None, "signal": None}
+            reply = _crashed(f"sandbox server: {exc!r}")
         reply["job"] = job.get("id")
         data = (json.dumps(reply) + "\n").encode()
         view = memoryview(data)
