@@ -204,6 +204,9 @@ class RetrainParams(BaseModel):
     pipeline: PipelineParams = Field(
         default_factory=PipelineParams, description="The pipeline; it starts from the champion "
         "policy, or from pipeline.generator.model while there is no champion.")
+    validation_problems: ProblemSource = Field(
+        default_factory=lambda: toy_problems("validation", None), description="Problems the "
+        "champion and the challenger are both evaluated on to decide (never the test split).")
     promotion: PromotionRule = Field(default_factory=PromotionRule,
                                      description="When the challenger replaces the champion.")
     policy_name: str = Field(POLICY_MODEL, description="Registered model of the policy.")

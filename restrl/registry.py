@@ -2,9 +2,11 @@
 
 Every retraining run registers its policy and value model as new versions of two registered
 models and points their `challenger` alias at them. The pair is promoted (alias `champion`) only
-when the policy's evaluation metric beats the current champion's by more than
-`PromotionRule.min_improvement`; ties, regressions and NaN never promote. Policy and value model
-move together: the value model was trained on the policy's own MCTS rollouts.
+when, evaluated in the same run on the same validation problems as the champion, the challenger
+is better by more than `PromotionRule.min_improvement` and significantly so: the one-sided
+p-value of a paired bootstrap over problems (`restrl.evaluation.paired`) is at most
+1 - `confidence`. Ties, regressions, noise and NaN never promote. Policy and value model move
+together: the value model was trained on the policy's own MCTS rollouts.
 
 A version's `source` is our artifact URI. A direct SQLite/Postgres store accepts any source, and an
 `mlflow server` accepts `s3://` ones, but a server refuses a local (`file://`) source that is not
@@ -28,6 +30,7 @@ from pydantic import Field
 
 from restrl import tracking
 from restrl.configs import config
+from restrl.evaluation.paired import PairedComparison
 
 POLICY_MODEL = "restrl-policy"
 VALUE_MODEL = "restrl-value-model"
@@ -47,8 +50,11 @@ class PromotionRule:
         "e.g. vm_mcts/accuracy or sample/pass@1); higher is better. When the evaluation lacks "
         "it the retrain flow compares on sample/pass@1 and says so in its summary."))
     min_improvement: float = Field(0.0, description=(
-        "The challenger must score strictly more than champion + min_improvement (0.0: any "
-        "strict improvement). Raise it to ignore evaluation noise."))
+        "The challenger's mean gain over the champion must be strictly more than this "
+        "(0.0: any gain that is significant)."))
+    confidence: float = Field(0.95, gt=0, lt=1, description=(
+        "Promote only when the paired bootstrap's one-sided p-value of the gain is at most "
+        "1 - confidence (0.95: p <= 0.05)."))
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.min_improvement) or self.min_improvement < 0:
@@ -64,6 +70,8 @@ class Decision:
     metric: str | None = None
     challenger_metric: float | None = None
     champion_metric: float | None = None
+    p_value: float | None = None
+    problems: int | None = None
     policy_version: str | None = None
     value_model_version: str | None = None
 
@@ -84,21 +92,26 @@ class ChampionInfo:
         return self.metrics.get(tracking.metric_name(key))
 
 
-def decide(challenger_metric: float, champion_metric: float | None,
-           rule: PromotionRule) -> Decision:
-    """Promote when there is no champion or the challenger is strictly better by the margin."""
-    base = {"metric": rule.metric, "challenger_metric": challenger_metric,
-            "champion_metric": champion_metric}
-    if challenger_metric is None or math.isnan(challenger_metric):
-        return Decision(False, f"challenger {rule.metric} is not a number", **base)
-    if champion_metric is None:
-        return Decision(True, f"no champion yet; challenger {rule.metric}={challenger_metric:.4f}",
-                        **base)
-    if challenger_metric > champion_metric + rule.min_improvement:
-        return Decision(True, f"{rule.metric} improved: {challenger_metric:.4f} > "
-                              f"{champion_metric:.4f} + {rule.min_improvement:g}", **base)
-    return Decision(False, f"{rule.metric} did not improve: {challenger_metric:.4f} <= "
-                           f"{champion_metric:.4f} + {rule.min_improvement:g}", **base)
+def decide(comparison: PairedComparison | None, rule: PromotionRule) -> Decision:
+    """Promote when there is no champion, or the challenger's gain on the same validation
+    problems is above the margin and significant at the rule's confidence."""
+    if comparison is None:
+        return Decision(True, f"no champion yet; nothing to compare {rule.metric} with",
+                        rule.metric)
+    base = {"metric": rule.metric, "challenger_metric": comparison.challenger,
+            "champion_metric": comparison.champion, "p_value": comparison.p_value,
+            "problems": comparison.problems}
+    gain, p_value, alpha = comparison.gain, comparison.p_value, 1 - rule.confidence
+    figures = (f"{rule.metric} {comparison.challenger:.4f} vs champion "
+               f"{comparison.champion:.4f} on {comparison.problems} problems (gain {gain:+.4f}, "
+               f"p = {p_value:.4f})")
+    if math.isnan(gain) or math.isnan(p_value):
+        return Decision(False, f"{rule.metric} is not a number: not promoting", **base)
+    if gain <= rule.min_improvement:
+        return Decision(False, f"no gain above {rule.min_improvement:g}: {figures}", **base)
+    if p_value > alpha:
+        return Decision(False, f"gain not significant at {rule.confidence:g}: {figures}", **base)
+    return Decision(True, f"significant gain: {figures}", **base)
 
 
 # ---------------------------------------------------------------------- MLflow I/O
@@ -200,34 +213,35 @@ def promote(name: str, version: str, reason: str, metric: str | None = None) -> 
 
 
 def promote_if_better(policy_uri: str, value_model_uri: str, run_id: str | None,
-                      metric_value: float, rule: PromotionRule | None = None,
+                      comparison: PairedComparison | None, rule: PromotionRule | None = None,
                       metrics: Mapping[str, float] | None = None, *,
                       policy_name: str = POLICY_MODEL,
                       value_model_name: str = VALUE_MODEL) -> Decision:
-    """Register policy and value model as challengers; promote both only on improvement.
+    """Register policy and value model as challengers; promote both when `decide` says so.
 
-    The comparison is against the policy champion's recorded `rule.metric`. A champion without a
-    recorded value for that metric (promoted under another metric) is never replaced
-    automatically: promote by hand with `promote` after comparing.
+    `comparison` is the challenger against the champion on the same validation problems (None
+    when there is no champion yet). The decision, its p-value and both figures become version
+    tags; `metrics` (e.g. the test split's figures, reported only) too.
     """
     rule = rule or PromotionRule()
-    all_metrics = {**(metrics or {}), rule.metric: metric_value}
-    champion = current_champion(policy_name)
+    all_metrics = dict(metrics or {})
+    if comparison is not None:
+        all_metrics[f"validation/{rule.metric}"] = comparison.challenger
     policy_version = register_version(policy_name, policy_uri, run_id, all_metrics)
     vm_version = register_version(value_model_name, value_model_uri, run_id, all_metrics,
                                   {"restrl.policy_version": policy_version})
+    decision = replace(decide(comparison, rule), policy_version=policy_version,
+                       value_model_version=vm_version)
     client = _client()
     client.set_model_version_tag(policy_name, policy_version, "restrl.value_model_version",
                                  vm_version)
-    champion_metric = champion.metric_value(rule.metric) if champion else None
-    if champion is not None and champion_metric is None:
-        decision = Decision(False, f"champion v{champion.version} has no recorded {rule.metric}; "
-                                   "not promoting automatically", rule.metric, metric_value)
-    else:
-        decision = decide(metric_value, champion_metric, rule)
-    decision = replace(decision, policy_version=policy_version, value_model_version=vm_version)
+    tags = {"restrl.decision": decision.reason, "restrl.promote": str(decision.promote)}
+    for key in ("p_value", "champion_metric", "challenger_metric"):
+        if getattr(decision, key) is not None:
+            tags[f"restrl.{key}"] = repr(getattr(decision, key))
     for name, version in ((policy_name, policy_version), (value_model_name, vm_version)):
-        client.set_model_version_tag(name, version, "restrl.decision", decision.reason)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
         if decision.promote:
             promote(name, version, decision.reason, rule.metric)
     return decision

@@ -9,6 +9,7 @@ import pytest
 
 from restrl import registry, tracking
 from restrl.artifacts.store import ArtifactStore
+from restrl.evaluation.paired import PairedComparison, compare_paired
 from restrl.registry import PromotionRule, decide
 
 METRIC = "vm_mcts/accuracy"
@@ -40,11 +41,35 @@ def candidate(store: ArtifactStore, tmp_path: Path, tag: str,
     return uris[0], uris[1], run_id
 
 
-def submit(store: ArtifactStore, tmp_path: Path, tag: str, accuracy: float,
+def paired(champion: list[float], challenger: list[float]) -> PairedComparison:
+    """A comparison of hand-made per-problem scores (problem i: champion[i], challenger[i])."""
+    keys = [("toy", f"p{i}") for i in range(len(champion))]
+    return compare_paired(dict(zip(keys, champion, strict=True)),
+                          dict(zip(keys, challenger, strict=True)))
+
+
+def noisy_one_point_gain() -> PairedComparison:
+    """100 problems at 50%: the challenger wins 3 and loses 2 of them (+1 point), as noise does."""
+    champion = [1.0] * 50 + [0.0] * 50
+    challenger = list(champion)
+    for i in (50, 51, 52):
+        challenger[i] = 1.0
+    for i in (0, 1):
+        challenger[i] = 0.0
+    return paired(champion, challenger)
+
+
+def clear_gain(points: int = 20) -> PairedComparison:
+    """100 problems: the challenger solves `points` more, and loses none."""
+    champion = [1.0] * 40 + [0.0] * 60
+    return paired(champion, [1.0] * (40 + points) + [0.0] * (60 - points))
+
+
+def submit(store: ArtifactStore, tmp_path: Path, tag: str, comparison: PairedComparison | None,
            rule: PromotionRule | None = None) -> registry.Decision:
-    policy, vm, run_id = candidate(store, tmp_path, tag, accuracy)
-    return registry.promote_if_better(policy, vm, run_id, accuracy, rule or PromotionRule(METRIC),
-                                      {"sample/pass@1": accuracy / 2})
+    policy, vm, run_id = candidate(store, tmp_path, tag, 0.5)
+    return registry.promote_if_better(policy, vm, run_id, comparison,
+                                      rule or PromotionRule(METRIC), {"test/sample/pass@1": 0.25})
 
 
 def aliases(name: str) -> dict[str, str]:
@@ -54,20 +79,33 @@ def aliases(name: str) -> dict[str, str]:
 # ------------------------------------------------------------------ the rule alone
 
 
-@pytest.mark.parametrize(("challenger", "champion", "margin", "promote"), [
-    (0.5, None, 0.0, True),           # no champion yet
-    (0.6, 0.5, 0.0, True),            # strictly better
-    (0.5, 0.5, 0.0, False),           # tie
-    (0.4, 0.5, 0.0, False),           # regression
-    (0.55, 0.5, 0.1, False),          # better, but not by the margin
-    (0.65, 0.5, 0.1, True),           # better by more than the margin
-    (0.6, 0.5, 0.1, False),           # exactly the margin is not enough
-    (math.nan, None, 0.0, False),     # NaN never promotes, not even the first
-    (math.nan, 0.5, 0.0, False),
-    (0.9, math.nan, 0.0, False),      # nothing beats an unknown number
+def test_a_noisy_one_point_gain_is_refused():
+    comparison = noisy_one_point_gain()
+    assert comparison.gain == pytest.approx(0.01) and comparison.p_value > 0.05
+    decision = decide(comparison, PromotionRule(METRIC))
+    assert not decision.promote and "not significant" in decision.reason
+    assert decision.p_value == comparison.p_value
+
+
+def test_a_clear_gain_is_promoted():
+    comparison = clear_gain()
+    assert comparison.gain == pytest.approx(0.2) and comparison.p_value < 0.001
+    decision = decide(comparison, PromotionRule(METRIC))
+    assert decision.promote and "significant gain" in decision.reason
+    assert (decision.champion_metric, decision.challenger_metric) == (0.4, 0.6)
+
+
+@pytest.mark.parametrize(("comparison", "rule", "promote"), [
+    (None, PromotionRule(METRIC), True),                                   # no champion yet
+    (clear_gain(10), PromotionRule(METRIC, min_improvement=0.15), False),  # under the margin
+    (clear_gain(20), PromotionRule(METRIC, min_improvement=0.15), True),
+    (paired([1.0, 0.0] * 20, [1.0, 0.0] * 20), PromotionRule(METRIC), False),  # a tie
+    (paired([1.0] * 20, [0.0] * 20), PromotionRule(METRIC), False),            # a regression
+    (clear_gain(3), PromotionRule(METRIC, confidence=0.5), True),   # a lower bar for evidence
+    (paired([math.nan] * 4, [1.0] * 4), PromotionRule(METRIC), False),         # NaN never
 ])
-def test_decide_promotes_only_on_strict_improvement(challenger, champion, margin, promote):
-    decision = decide(challenger, champion, PromotionRule(METRIC, margin))
+def test_decide_promotes_only_a_significant_gain_above_the_margin(comparison, rule, promote):
+    decision = decide(comparison, rule)
     assert decision.promote is promote
     assert METRIC in decision.reason
 
@@ -78,18 +116,23 @@ def test_promotion_rule_rejects_negative_or_non_finite_margins(margin):
         PromotionRule(METRIC, margin)
 
 
+def test_comparing_different_problem_sets_is_refused():
+    with pytest.raises(ValueError, match="same problem set"):
+        compare_paired({("toy", "a"): 1.0, ("toy", "b"): 0.0}, {("toy", "a"): 1.0})
+
+
 # ------------------------------------------------------------------ against the registry
 
 
 def test_first_challenger_is_promoted_when_there_is_no_champion(mlflow_sqlite, store):
     assert registry.current_champion() is None
     policy, vm, run_id = candidate(store, mlflow_sqlite, "a", 0.5)
-    decision = registry.promote_if_better(policy, vm, run_id, 0.5, PromotionRule(METRIC))
+    decision = registry.promote_if_better(policy, vm, run_id, None, PromotionRule(METRIC))
     assert decision.promote and decision.champion_metric is None
     champion = registry.current_champion()
     assert champion is not None
     assert (champion.version, champion.artifact_uri, champion.run_id) == ("1", policy, run_id)
-    assert (champion.metric, champion.value) == (METRIC, 0.5)
+    assert champion.metric == METRIC
     assert registry.current_champion(registry.VALUE_MODEL).artifact_uri == vm
     version = registry._client().get_model_version(registry.POLICY_MODEL, "1")
     assert version.source == policy  # a direct SQL store keeps our URI as the source
@@ -97,49 +140,30 @@ def test_first_challenger_is_promoted_when_there_is_no_champion(mlflow_sqlite, s
     assert "restrl.promoted_at" in version.tags
 
 
-def test_worse_and_equal_challengers_are_registered_but_not_promoted(mlflow_sqlite, store):
-    assert submit(store, mlflow_sqlite, "a", 0.5).promote
-    worse = submit(store, mlflow_sqlite, "b", 0.4)
-    assert not worse.promote and worse.champion_metric == 0.5
+def test_noise_is_registered_but_not_promoted_and_the_tags_say_why(mlflow_sqlite, store):
+    assert submit(store, mlflow_sqlite, "a", None).promote
+    noisy = submit(store, mlflow_sqlite, "b", noisy_one_point_gain())
+    assert not noisy.promote
     assert aliases(registry.POLICY_MODEL) == {"champion": "1", "challenger": "2"}
     assert aliases(registry.VALUE_MODEL) == {"champion": "1", "challenger": "2"}
-    equal = submit(store, mlflow_sqlite, "c", 0.5)
-    assert not equal.promote and "did not improve" in equal.reason
-    assert aliases(registry.POLICY_MODEL) == {"champion": "1", "challenger": "3"}
-    tags = registry._client().get_model_version(registry.POLICY_MODEL, "3").tags
-    assert tags["restrl.decision"] == equal.reason and "restrl.promoted_at" not in tags
+    tags = registry._client().get_model_version(registry.POLICY_MODEL, "2").tags
+    assert tags["restrl.decision"] == noisy.reason and tags["restrl.promote"] == "False"
+    assert float(tags["restrl.p_value"]) == noisy.p_value
+    assert float(tags["restrl.challenger_metric"]) == pytest.approx(0.51)
+    assert float(tags["restrl.metric.test/sample/pass_at_1"]) == 0.25  # reported, not decided on
+    assert "restrl.promoted_at" not in tags
 
 
-def test_better_challenger_moves_champion_for_policy_and_value_model_together(
-        mlflow_sqlite, store):
-    submit(store, mlflow_sqlite, "a", 0.5)
-    submit(store, mlflow_sqlite, "b", 0.4)
-    better = submit(store, mlflow_sqlite, "c", 0.75)
+def test_a_clear_gain_moves_champion_for_policy_and_value_model_together(mlflow_sqlite, store):
+    submit(store, mlflow_sqlite, "a", None)
+    submit(store, mlflow_sqlite, "b", noisy_one_point_gain())
+    better = submit(store, mlflow_sqlite, "c", clear_gain())
     assert better.promote
     assert (better.policy_version, better.value_model_version) == ("3", "3")
     for name in (registry.POLICY_MODEL, registry.VALUE_MODEL):
         assert aliases(name) == {"champion": "3", "challenger": "3"}
     old = registry._client().get_model_version(registry.POLICY_MODEL, "1")
     assert old.aliases == [] and old.tags[registry.URI_TAG]  # the old champion stays registered
-    champion = registry.current_champion()
-    assert champion.value == 0.75 and champion.metric_value("sample/pass@1") == 0.375
-    # the bar is now the new champion: 0.7 no longer promotes, even with a margin of 0
-    assert not submit(store, mlflow_sqlite, "d", 0.7).promote
-
-
-def test_min_improvement_holds_back_small_gains(mlflow_sqlite, store):
-    rule = PromotionRule(METRIC, min_improvement=0.1)
-    submit(store, mlflow_sqlite, "a", 0.5, rule)
-    assert not submit(store, mlflow_sqlite, "b", 0.55, rule).promote
-    assert submit(store, mlflow_sqlite, "c", 0.65, rule).promote
-    assert registry.current_champion().version == "3"
-
-
-def test_champion_without_the_rules_metric_is_not_replaced(mlflow_sqlite, store):
-    submit(store, mlflow_sqlite, "a", 0.5)
-    decision = submit(store, mlflow_sqlite, "b", 0.9, PromotionRule("best_of_8/accuracy"))
-    assert not decision.promote and "no recorded" in decision.reason
-    assert registry.current_champion().version == "1"
 
 
 @pytest.mark.slow  # starts an `mlflow server` (shared with the other slow tests)
@@ -179,5 +203,14 @@ def test_starting_model_is_the_champion_policy_or_the_fallback(mlflow_sqlite, st
     policy, vm, run_id = candidate(store, mlflow_sqlite, "a", 0.5)
     registry.register_version(registry.POLICY_MODEL, policy, run_id, {METRIC: 0.5})
     assert starting_model("tiny") == "tiny"  # a challenger alone is not a champion
-    registry.promote_if_better(policy, vm, run_id, 0.5)
+    registry.promote_if_better(policy, vm, run_id, None)
     assert starting_model("tiny") == policy
+
+
+@pytest.mark.parametrize(("metric", "rows_of"), [
+    ("sample/pass@1", ("sample", None)), ("best_of_8/accuracy", ("best_of_n", 8)),
+    ("vm_mcts/accuracy", ("vm_mcts", None))])
+def test_each_promotion_metric_reads_its_methods_rows(metric, rows_of):
+    from restrl_flows.retrain import method_of
+
+    assert method_of(metric) == rows_of
