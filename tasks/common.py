@@ -108,6 +108,10 @@ def publish(ref: ArtifactRef, title: str, summary: dict[str, object] | None = No
                                  key=artifact_key_name(f"{ref.kind}-mlflow"))
 
 
+# restrl's INFO lines (what a step reused or resumed) reach Prefect's handlers, which
+# PREFECT_LOGGING_EXTRA_LOGGERS attaches; the logger's own level decides what passes.
+logging.getLogger("restrl").setLevel(logging.INFO)
+
 # One line per step with its figures. Its records reach the flow run's log through
 # `announce`; `restrl demo` also prints them (and nothing else below a warning).
 PROGRESS = logging.getLogger("restrl_flows.progress")

@@ -18,7 +18,7 @@ from restrl.steps import value_data, value_model
 from restrl.steps.models import GeneratorSpec
 from restrl.steps.verify import VerifyConfig
 from restrl.value.config import ValueModelConfig
-from restrl_tasks.common import RunContext, announce, publish, step_logger
+from restrl_tasks.common import RunContext, announce, publish, publish_plot, step_logger
 from restrl_tasks.shards import run_sharded
 
 
@@ -72,20 +72,25 @@ def evaluate(ctx: RunContext, label: str, problems: ArtifactRef, generator: Gene
              value_model_uri: str | None, config: EvalConfig,
              verify_config: VerifyConfig) -> dict[str, object]:
     """One nested MLflow run per evaluated policy, with metrics and the accuracy plot."""
-    from restrl.evaluation.plots import plot_accuracy_vs_budget
+    from restrl.evaluation.plots import plot_accuracy_vs_budget, plot_calibration
 
     with tracking.run(f"evaluate-{label}", params_of(
             config, policy=generator.model, value_model=value_model_uri or ""),
             parent_run_id=ctx.mlflow_parent_run_id) as run_id:
         tracking.log_input(run_id, problems.uri, problems.sha256, "eval_problems", "evaluation")
-        ref, metrics, points = evaluate_step.evaluate(ctx.store(), problems, generator,
-                                                      value_model_uri, config, verify_config,
-                                                      ctx.run_ids(run_id))
+        result = evaluate_step.evaluate(ctx.store(), problems, generator, value_model_uri,
+                                        config, verify_config, ctx.run_ids(run_id))
+        ref, metrics, points = result.ref, result.metrics, result.points
         tracking.log_metrics(run_id, metrics)
         with tempfile.TemporaryDirectory() as tmp:
             plot = plot_accuracy_vs_budget({label: points}, Path(tmp) / "accuracy_vs_budget.png",
                                            title=f"{label}: accuracy vs generation budget")
             tracking.log_artifact_file(run_id, plot, "plots")
+            if result.calibration:
+                plot = plot_calibration(result.calibration, Path(tmp) / "value_calibration.png",
+                                        title=f"{label}: value model on held-out completions")
+                publish_plot(plot, f"calibration-{label}", f"Value model calibration on the "
+                             f"{label} policy's held-out completions", run_id)
         tracking.set_tags(run_id, {"restrl.eval_results_uri": ref.uri})
     announce(f"evaluated {label}: " + ", ".join(
         f"{key} {value:.3f}" for key, value in metrics.items()

@@ -51,6 +51,33 @@ def plot_accuracy_vs_budget(curves: Mapping[str, Sequence[Point]], path: str | P
     return path
 
 
+def plot_calibration(bins: Sequence[tuple[float, float, int]], path: str | Path,
+                     title: str = "value model calibration") -> Path:
+    """Mean verified reward against mean score per score bin; the diagonal is perfect."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="calibrated")
+    ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", label="value model")
+    for score, reward, rows in bins:
+        ax.annotate(str(rows), (score, reward), textcoords="offset points", xytext=(4, -10),
+                    fontsize="x-small")
+    ax.set_xlabel("mean score in bin")
+    ax.set_ylabel("mean verified reward in bin")
+    ax.set_title(title, fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def markdown_image(path: str | Path, alt: str) -> str:
     """The PNG inline in Markdown (a data URI), for places that cannot reach the file."""
     data = base64.b64encode(Path(path).read_bytes()).decode()

@@ -4,6 +4,7 @@ verified in the sandbox (REFERENCE.md s.7)."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 from restrl.artifacts import ArtifactRef, ArtifactStore
@@ -18,11 +19,27 @@ from restrl.steps.verify import VerifyConfig, verify
 Point = tuple[str, float, float]
 
 
+@dataclass
+class Evaluation:
+    """An evaluation's artifact and figures.
+
+    metrics: per method (`sample/pass@1`, `best_of_8/accuracy`, `vm_mcts/accuracy`, each with
+        its 95% interval, `.../completions` and `.../tokens` per problem) and the scorer's
+        ranking on these held-out completions (`value_model/auc`, `value_model/spearman`).
+    points: (method, completions per problem, accuracy) for the accuracy-vs-budget curves.
+    calibration: (mean score, mean reward, rows) bins of the scorer on the same completions.
+    """
+
+    ref: ArtifactRef
+    metrics: dict[str, float]
+    points: list[Point] = field(default_factory=list)
+    calibration: list[tuple[float, float, int]] = field(default_factory=list)
+
+
 def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator: GeneratorSpec,
              value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
-             run_ids: RunIds | None = None) -> tuple[ArtifactRef, dict[str, float], list[Point]]:
-    """Every configured method on the problems: the `eval_results` artifact, its metrics, and
-    the plot points (method, completions generated per problem, accuracy)."""
+             run_ids: RunIds | None = None) -> Evaluation:
+    """Every configured method on the problems, each verified in the sandbox."""
     vm_identity = model_identity(store, value_model) if value_model else {}
     params = params_of(config, backend=generator.backend,
                        **model_identity(store, generator.model),
@@ -33,28 +50,31 @@ def evaluate(store: ArtifactStore, problems_ref: ArtifactRef, generator: Generat
 
         from restrl.artifacts.schemas import EVAL_RESULTS
 
-        rows, metrics, points = _run_methods(store, problems_ref, generator, value_model,
-                                             config, verify_config, run_ids)
-        return Built(table=pa.Table.from_pylist(rows, schema=EVAL_RESULTS),
-                     extra={"metrics": metrics, "points": points})
+        rows, figures = _run_methods(store, problems_ref, generator, value_model, config,
+                                     verify_config, run_ids)
+        return Built(table=pa.Table.from_pylist(rows, schema=EVAL_RESULTS), extra=figures)
 
     ref, extra = run_step(store, Step("eval_results", params, (problems_ref,)), build, run_ids)
-    return ref, extra.get("metrics", {}), [tuple(p) for p in extra.get("points", [])]
+    return Evaluation(ref, extra.get("metrics", {}), [tuple(p) for p in extra.get("points", [])],
+                      [tuple(b) for b in extra.get("calibration", [])])
 
 
 def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: GeneratorSpec,
                  value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
-                 run_ids: RunIds | None) -> tuple[list[dict], dict[str, float], list[Point]]:
+                 run_ids: RunIds | None) -> tuple[list[dict], dict[str, Any]]:
     from restrl.evaluation import (
         choose_best_of_n,
         sample_metrics,
         score_completions,
         selection_metrics,
     )
+    from restrl.evaluation.budget import sampling_budget
+    from restrl.evaluation.ranking import calibration_bins, ranking_metrics
 
     rows: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
     points: list[Point] = []
+    calibration: list[tuple[float, float, int]] = []
     problems = read_problems(store, problems_ref)
     if {"sample", "best_of_n"} & set(config.methods):
         completions = _verified_samples(store, problems_ref, generator, config, verify_config,
@@ -64,18 +84,26 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
             sampled = sample_metrics(completions, ks=[k for k in config.ks
                                                       if k <= config.sampling.n])
             metrics.update({f"sample/{k}": v for k, v in sampled.items()})
+            metrics.update({f"sample/{k}": v
+                            for k, v in sampling_budget(completions, 1).items()})
             curve = sample_metrics(completions, ks=budgets)
             points += [("sample", k, curve[f"pass@{k}"]) for k in budgets if f"pass@{k}" in curve]
             rows += [_row(c, "sample", 1, None) for c in completions]
         if "best_of_n" in config.methods:
             scores = score_completions(_scorer(store, config, value_model), completions,
                                        problems, config.rm_type)
+            rewards = [float(c["reward"]) for c in completions]
+            ranking = ranking_metrics(scores, rewards, [bool(c["strict"]) for c in completions])
+            metrics.update({f"value_model/{k}": v for k, v in ranking.items()})
+            calibration = calibration_bins(scores, rewards)
             for n in budgets:
                 chosen = choose_best_of_n(completions, scores, n)
                 chosen_metrics = selection_metrics(chosen)
                 points.append(("best_of_n", n, chosen_metrics.get("accuracy", 0.0)))
                 if n in config.best_of_n:
                     metrics.update({f"best_of_{n}/{k}": v for k, v in chosen_metrics.items()})
+                    metrics.update({f"best_of_{n}/{k}": v
+                                    for k, v in sampling_budget(completions, n).items()})
                     rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
     if "vm_mcts" in config.methods:
         mcts_rows = _vm_mcts(store, problems, generator, value_model, config, verify_config)
@@ -83,7 +111,7 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
         metrics.update({f"vm_mcts/{k}": v for k, v in chosen_metrics.items()})
         points.append(("vm_mcts", config.mcts_budget(), chosen_metrics.get("accuracy", 0.0)))
         rows += mcts_rows
-    return rows, metrics, points
+    return rows, {"metrics": metrics, "points": points, "calibration": calibration}
 
 
 def _verified_samples(store: ArtifactStore, problems_ref: ArtifactRef,
