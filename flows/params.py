@@ -19,6 +19,7 @@ from restrl.sampling import SamplingConfig
 from restrl.search import MCTSConfig
 from restrl.steps.models import GeneratorSpec
 from restrl.steps.problems import ProblemSource
+from restrl.steps.value_data import ValueDataConfig
 from restrl.steps.verify import VerifyConfig
 from restrl.training.grpo import GRPOTrainConfig
 from restrl.training.preference import DPOTrainConfig, SFTTrainConfig
@@ -110,6 +111,8 @@ class Stage2Steps(BaseModel):
                                     description="Problems to search (toy train split, seed 1).")
     mcts: MCTSConfig = Field(default_factory=MCTSConfig,
                              description="The train-phase search that collects value targets.")
+    value_data: ValueDataConfig = Field(default_factory=ValueDataConfig,
+                                        description="Which rows the value model learns from.")
     value_model: ValueModelConfig = Field(default_factory=ValueModelConfig,
                                           description="Value-model training.")
 
@@ -129,6 +132,10 @@ class ValueModelParams(Stage2Steps):
                           "The original starts from the base policy; the pipeline passes it.")
     verification: VerifyConfig = Field(default_factory=VerifyConfig,
                                        description="How rollouts are judged.")
+    stage1_samples: dict[str, str] | None = Field(
+        None, description="Artifact URIs of verified samples to learn from too, with "
+        "value_data.stage1_samples: {\"problems\": ..., \"completions\": ..., \"verdicts\": ...} "
+        "(the pipeline passes Stage 1's).")
     run: RunSettings = Field(default_factory=RunSettings, description="Store, MLflow, scratch.")
 
     @classmethod

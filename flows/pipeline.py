@@ -48,7 +48,9 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
             **dict(params.stage2), verification=params.verification, run=nested,
             generator=replace(params.generator,
                               model=policy if params.mcts_policy == "trained" else base),
-            value_base_model=base if params.value_init == "base" else policy))
+            value_base_model=base if params.value_init == "base" else policy,
+            stage1_samples={name: str(stage1[name])
+                            for name in ("problems", "completions", "verdicts")}))
         evaluation = evaluate(EvaluateParams(
             problems=params.eval_problems, policies={"base": base, "trained": policy},
             backend=params.generator.backend, value_model=str(stage2["value_model"]),

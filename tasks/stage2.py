@@ -16,6 +16,7 @@ from restrl.search import MCTSConfig
 from restrl.steps import evaluate as evaluate_step
 from restrl.steps import value_data, value_model
 from restrl.steps.models import GeneratorSpec
+from restrl.steps.value_data import ValueDataConfig, VerifiedSamples
 from restrl.steps.verify import VerifyConfig
 from restrl.value.config import ValueModelConfig
 from restrl_tasks.common import RunContext, announce, publish, publish_plot, step_logger
@@ -35,9 +36,10 @@ def collect_mcts(ctx: RunContext, problems: ArtifactRef, generator: GeneratorSpe
 
 @task(name="build-value-data", cache_policy=NO_CACHE)
 def build_value_data(ctx: RunContext, problems: ArtifactRef, nodes: ArtifactRef,
-                     completions: ArtifactRef) -> ArtifactRef:
-    ref, stats = value_data.build_value_data(ctx.store(), problems, nodes, completions,
-                                             ctx.run_ids())
+                     completions: ArtifactRef, config: ValueDataConfig,
+                     samples: VerifiedSamples | None) -> ArtifactRef:
+    ref, stats = value_data.build_value_data(ctx.store(), problems, nodes, completions, config,
+                                             samples, ctx.run_ids())
     announce(f"value data: {stats.get('rows', 0):.0f} rows "
              f"({stats.get('rows_terminal', 0):.0f} terminal), mean reward "
              f"{stats.get('mean_reward', 0):.3f}")

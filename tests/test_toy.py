@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -57,19 +58,20 @@ def test_train_and_test_are_disjoint_combinations(seed: int) -> None:
     assert not {p.problem_id for p in train} & {p.problem_id for p in test}
 
 
-def test_splits_partition_every_family_and_test_constants_occur_in_train() -> None:
+def test_splits_partition_every_family_and_held_out_constants_occur_in_train() -> None:
     for family in FAMILIES:
-        train = split_combinations(family, "train")
-        test = split_combinations(family, "test")
+        keys = {split: {combo_key(family.name, c) for c in split_combinations(family, split)}
+                for split in SPLITS}
         all_keys = {combo_key(family.name, c) for c in family.combinations()}
-        train_keys = {combo_key(family.name, c) for c in train}
-        test_keys = {combo_key(family.name, c) for c in test}
-        assert train_keys | test_keys == all_keys and not train_keys & test_keys
-        assert 0 < len(test) < len(train)
-        # Held-out combinations, not held-out constants: every test value is seen in train.
-        seen = {(name, value) for c in train for name, value in c.items()}
-        for combo in test:
-            assert set(combo.items()) <= seen, (family.name, combo)
+        assert keys["train"] | keys["validation"] | keys["test"] == all_keys
+        assert sum(len(k) for k in keys.values()) == len(all_keys)  # disjoint
+        assert 0 < len(keys["validation"]) < len(keys["test"]) < len(keys["train"])
+        # Held-out combinations, not held-out constants: every held-out value is seen in train.
+        train = split_combinations(family, "train")
+        seen = {(name, json.dumps(value)) for c in train for name, value in c.items()}
+        for combo in split_combinations(family, "validation") + split_combinations(family,
+                                                                                  "test"):
+            assert {(n, json.dumps(v)) for n, v in combo.items()} <= seen, (family.name, combo)
 
 
 def test_n_none_gives_each_combination_once_and_n_balances_families() -> None:

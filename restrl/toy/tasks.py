@@ -25,8 +25,9 @@ from typing import Any
 
 from restrl.problems.model import Problem
 
-SPLITS: tuple[str, ...] = ("train", "test")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
 TEST_FRACTION = 0.2  # of each family's combinations, chosen by a stable hash
+VALIDATION_FRACTION = 0.1  # the next ones by that hash: where settings are chosen
 N_CASES = 5  # asserts per problem
 
 Constants = dict[str, Any]
@@ -395,8 +396,11 @@ def stable_hash(text: str, salt: str = "") -> int:
 def split_combinations(family: ToyFamily | str, split: str) -> list[Constants]:
     """The constant combinations of `family` in `split`, in a fixed order.
 
-    The test split is the `TEST_FRACTION` of combinations (at least one) with the lowest stable
-    hash, the train split is the rest: disjoint and complete by construction.
+    Combinations are ranked by a stable hash. The test split is the `TEST_FRACTION` of them (at
+    least one) with the lowest hash; the validation split the next `VALIDATION_FRACTION` (at
+    least one), skipping any whose constants would then no longer all occur in train; train is
+    the rest. Disjoint and complete by construction, and every held-out constant is also in
+    train (held-out combinations, not held-out values).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -404,9 +408,34 @@ def split_combinations(family: ToyFamily | str, split: str) -> list[Constants]:
     combos = fam.combinations()
     ranked = sorted(combos, key=lambda c: stable_hash(combo_key(fam.name, c), "split"))
     n_test = max(1, round(TEST_FRACTION * len(combos)))
-    chosen = ranked[:n_test] if split == "test" else ranked[n_test:]
+    test, rest = ranked[:n_test], ranked[n_test:]
+    validation = _validation_combinations(test, rest, max(1, round(VALIDATION_FRACTION
+                                                                   * len(combos))))
+    held_out = {combo_key(fam.name, c) for c in test + validation}
+    chosen = {"test": test, "validation": validation,
+              "train": [c for c in rest if combo_key(fam.name, c) not in held_out]}[split]
     keys = {combo_key(fam.name, c) for c in chosen}
     return [c for c in combos if combo_key(fam.name, c) in keys]
+
+
+def _values(combos: Sequence[Constants]) -> set[tuple[str, str]]:
+    return {(name, json.dumps(value)) for c in combos for name, value in c.items()}
+
+
+def _validation_combinations(test: list[Constants], rest: list[Constants],
+                             n: int) -> list[Constants]:
+    """The first `n` of `rest` (hash order) that can leave train without taking a constant of
+    a held-out combination out of it."""
+    chosen: list[Constants] = []
+    train = list(rest)
+    for combo in rest:
+        if len(chosen) == n:
+            break
+        remaining = [c for c in train if c is not combo]
+        if _values(test + chosen + [combo]) <= _values(remaining):
+            chosen.append(combo)
+            train = remaining
+    return chosen
 
 
 def _check_code(name: str, cases: list[Case], outputs: list[Any]) -> str:

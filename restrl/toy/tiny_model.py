@@ -51,7 +51,7 @@ from restrl.toy.tasks import (
 )
 from restrl.toy.tiny_tokenizer import CHAT_TEMPLATE, IM_END, IM_START, build_tokenizer, stdlib_texts
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3  # 3: train no longer holds the validation split's combinations
 INFO_FILE = "restrl_tiny.json"
 
 REPLY_END = "```"  # a reply ends with the closing fence, then eos
