@@ -167,13 +167,22 @@ def demo(
     minutes = (time.perf_counter() - start) / 60
     rows = result["summary"]
     typer.echo("")
-    typer.echo(f"{'result':<36} {'accuracy':>9} {'95% CI':>13} {'completions/problem':>20}")
+    typer.echo(f"{'result':<46} {'accuracy':>8} {'95% CI':>12} {'completions':>11} "
+               f"{'tokens':>7}   (per problem)")
     for row in rows:
         low, high = row.get("ci_low"), row.get("ci_high")
         ci = f"{low:.3f}-{high:.3f}" if low is not None and high is not None else "-"
-        typer.echo(f"{row['label']:<36} {row['value']:>9.3f} {ci:>13} {row['budget']:>20}")
-    summary = {"rows": rows, "policy": result["policy"], "value_model": result["value_model"],
-               "mlflow_run_id": result["mlflow_run_id"], "minutes": round(minutes, 2)}
+        spent = row.get("completions")
+        tokens = row.get("tokens")
+        typer.echo(f"{row['label']:<46} {row['value']:>8.3f} {ci:>12} "
+                   f"{spent if spent is None else round(spent, 1)!s:>11} "
+                   f"{tokens if tokens is None else round(tokens)!s:>7}")
+    auc = result.get("value_model_auc")
+    if auc is not None:
+        typer.echo(f"value model AUC on the trained policy's held-out completions: {auc:.3f}")
+    summary = {"rows": rows, "value_model_auc": auc, "policy": result["policy"],
+               "value_model": result["value_model"], "mlflow_run_id": result["mlflow_run_id"],
+               "minutes": round(minutes, 2)}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2, default=str))
     typer.echo(f"\nfinished in {minutes:.1f} min; summary written to {summary_path}")

@@ -20,11 +20,17 @@ from restrl_flows.params import (
 from restrl_flows.self_training import self_training
 from restrl_flows.value_model import value_model
 
+# (label, policy, metric, the metric prefix whose completions/tokens it spent); {n} is the
+# largest best-of-N. The oracle rows use the verifier where a method would use the value model:
+# what the search or the selection could reach with a perfect value function.
 SUMMARY_ROWS = (
-    ("base policy, pass@1", "base", "sample/pass@1"),
-    ("after ReST-GRPO, pass@1", "trained", "sample/pass@1"),
-    ("best-of-N with the value model", "trained", "best_of_{n}/accuracy"),
-    ("VM-MCTS at the same budget", "trained", "vm_mcts/accuracy"),
+    ("base policy, pass@1", "base", "sample/pass@1", "sample"),
+    ("after ReST-GRPO, pass@1", "trained", "sample/pass@1", "sample"),
+    ("best-of-N with the value model", "trained", "best_of_{n}/accuracy", "best_of_{n}"),
+    ("VM-MCTS at the same budget", "trained", "vm_mcts/accuracy", "vm_mcts"),
+    ("oracle: best-of-N with the verifier (pass@N)", "trained", "sample/pass@{n}",
+     "best_of_{n}"),
+    ("oracle: MCTS valued by the verifier", "trained", "oracle_mcts/accuracy", "oracle_mcts"),
 )
 
 
@@ -63,7 +69,9 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
         _publish_lineage(params.run, run_id, [policy, str(stage2["value_model"])])
         _publish_curves(evaluation["results"], run_id)
         logger.info("\n%s", summary_markdown(summary))
+    auc = evaluation["results"].get("trained", {}).get("metrics", {}).get("value_model/auc")
     return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
+            "value_model_auc": auc,
             "evaluation": evaluation["results"], "mlflow_run_id": run_id,
             "stage1": stage1, "stage2": stage2}
 
@@ -102,21 +110,25 @@ def _publish_curves(results: dict, run_id: str) -> None:
 
 
 def summarize(results: dict, config: EvalConfig) -> list[dict[str, object]]:
-    """The demo table: label, value, budget (completions generated per problem)."""
+    """The demo table, one row per method: label, value, its 95% interval over problems, and
+    the completions and tokens it generated per problem."""
     n = max(config.best_of_n) if config.best_of_n else config.sampling.n
-    budgets = {"sample/pass@1": 1, "best_of_{n}/accuracy": n,
-               "vm_mcts/accuracy": config.mcts_budget()}
     rows = []
-    for label, policy, metric in SUMMARY_ROWS:
-        key = metric.format(n=n)
+    for label, policy, metric, spent in SUMMARY_ROWS:
+        key, spent = metric.format(n=n), spent.format(n=n)
         metrics = results.get(policy, {}).get("metrics", {})
-        value = metrics.get(key)
-        if value is not None:
-            rows.append({"label": label, "policy": policy, "key": f"{policy}_{key}",
-                         "value": float(value), "budget": budgets[metric],
-                         "ci_low": metrics.get(f"{key}_ci_low"),
-                         "ci_high": metrics.get(f"{key}_ci_high")})
+        if metrics.get(key) is None:
+            continue
+        rows.append({"label": label, "policy": policy, "key": f"{policy}_{key}",
+                     "value": float(metrics[key]), "ci_low": metrics.get(f"{key}_ci_low"),
+                     "ci_high": metrics.get(f"{key}_ci_high"),
+                     "completions": metrics.get(f"{spent}/completions"),
+                     "tokens": metrics.get(f"{spent}/tokens")})
     return rows
+
+
+def _number(value: object, digits: int = 1) -> str:
+    return f"{float(value):.{digits}f}" if value is not None else "-"
 
 
 def _interval(row: dict[str, object]) -> str:
@@ -125,10 +137,10 @@ def _interval(row: dict[str, object]) -> str:
 
 
 def summary_markdown(rows: list[dict[str, object]]) -> str:
-    lines = ["| result | accuracy | 95% CI over problems | completions per problem |",
-             "|---|---|---|---|"]
-    lines += [f"| {r['label']} | {float(r['value']):.3f} | {_interval(r)} | {r['budget']} |"
-              for r in rows]
+    lines = ["| result | accuracy | 95% CI over problems | completions per problem | tokens "
+             "per problem |", "|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {float(r['value']):.3f} | {_interval(r)} | "
+              f"{_number(r['completions'])} | {_number(r['tokens'], 0)} |" for r in rows]
     return "\n".join(lines)
 
 

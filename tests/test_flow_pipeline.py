@@ -61,7 +61,13 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
 
     labels = [row["label"] for row in result["summary"]]
     assert labels == ["base policy, pass@1", "after ReST-GRPO, pass@1",
-                      "best-of-N with the value model", "VM-MCTS at the same budget"]
+                      "best-of-N with the value model", "VM-MCTS at the same budget",
+                      "oracle: best-of-N with the verifier (pass@N)"]
+    by_label = {row["label"]: row for row in result["summary"]}
+    assert by_label["best-of-N with the value model"]["completions"] == 2.0
+    assert by_label["after ReST-GRPO, pass@1"]["completions"] == 1.0
+    assert by_label["after ReST-GRPO, pass@1"]["tokens"] > 0
+    assert result["value_model_auc"] is None or 0.0 <= result["value_model_auc"] <= 1.0
     assert all(0.0 <= row["value"] <= 1.0 for row in result["summary"])
     store = ArtifactStore(values["run"]["store"])
     lineage = store.lineage(result["value_model"])

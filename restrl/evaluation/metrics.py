@@ -58,7 +58,7 @@ def sample_metrics(rows: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1,)) 
     pass@k: mean over problems of the unbiased estimator (strict passes count as correct);
     average_accuracy: mean reward per problem, averaged over problems (partial credit);
     strict_accuracy: share of strict passes per problem, averaged over problems (= pass@1), as
-    the original evaluation computes both; pass@1_ci_low/high: its 95% bootstrap interval over
+    the original evaluation computes both; pass@k_ci_low/high: its 95% bootstrap interval over
     problems.
     """
     groups = group_by_problem(rows)
@@ -68,9 +68,10 @@ def sample_metrics(rows: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1,)) 
     for k in ks:
         usable = [g for g in groups.values() if len(g) >= k]
         if usable:
-            metrics[f"pass@{k}"] = sum(
-                pass_at_k(len(g), sum(bool(r["strict"]) for r in g), k) for g in usable
-            ) / len(usable)
+            values = [pass_at_k(len(g), sum(bool(r["strict"]) for r in g), k) for g in usable]
+            metrics[f"pass@{k}"] = sum(values) / len(values)
+            if k > 1:  # pass@1's interval is below, over every problem
+                metrics[f"pass@{k}_ci_low"], metrics[f"pass@{k}_ci_high"] = bootstrap_ci(values)
     per_problem = [(sum(float(r["reward"]) for r in g) / len(g),
                     sum(bool(r["strict"]) for r in g) / len(g)) for g in groups.values()]
     metrics["average_accuracy"] = sum(avg for avg, _ in per_problem) / len(per_problem)
