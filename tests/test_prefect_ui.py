@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 # tests/ is on sys.path (pytest's default "prepend" import mode): the pipeline test's budget.
-from conftest import REPO, stop_group
+from conftest import REPO, free_port, stop_group, wait_http
 from test_flow_pipeline import tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
@@ -197,6 +197,57 @@ def test_pipeline_started_from_the_ui_form_completes(chromium, ui_stack, prefect
             context.close()
 
     assert shot.stat().st_size > 10_000 and summary_shot.stat().st_size > 10_000
+    mlflow_shots = _screenshot_mlflow(chromium, ui_stack["work"], shots)
     timings["total"] = time.monotonic() - start
     print("prefect UI test timings (s):", {k: round(v, 1) for k, v in timings.items()},
-          "screenshots:", shot, summary_shot)
+          "screenshots:", shot, summary_shot, *mlflow_shots)
+
+
+def _screenshot_mlflow(chromium: str, work: Path, shots: Path) -> list[Path]:
+    """The MLflow UI (`mlflow server` on loopback over the runs' database): the pipeline's
+    accuracy-vs-budget plot among its run's artifacts, and the value model as a logged model
+    with its metrics."""
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    db = f"sqlite:///{work / 'mlflow.db'}"
+    client = MlflowClient(db)
+    experiment = client.get_experiment_by_name("restrl").experiment_id
+    (run,) = client.search_runs([experiment], "attributes.run_name = 'pipeline'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    model = next(m for m in client.search_logged_models([experiment])
+                 if m.name == "value_model")
+    port = free_port()
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    server = subprocess.Popen([exe, "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1", "--backend-store-uri", db],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    paths = [shots / "mlflow-ui-accuracy-vs-budget.png", shots / "mlflow-ui-logged-model.png"]
+    try:
+        wait_http(url + "/health", timeout=120)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                         args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_default_timeout(60_000)
+                page.goto(f"{url}/#/experiments/{experiment}/runs/{run.info.run_id}/artifacts")
+                page.get_by_text("plots", exact=True).first.click()
+                page.get_by_text("accuracy_vs_budget.png", exact=True).first.click()
+                expect(page.locator("img[src^='blob:']").first).to_be_visible()  # the PNG
+                page.screenshot(path=str(paths[0]))
+                page.goto(f"{url}/#/experiments/{experiment}/models/{model.model_id}")
+                expect(page.get_by_text("value_model", exact=True).first).to_be_visible()
+                expect(page.get_by_text("Ready", exact=True).first).to_be_visible()
+                expect(page.get_by_text("after/mse", exact=True).first).to_be_visible()
+                page.screenshot(path=str(paths[1]))
+            finally:
+                browser.close()
+    finally:
+        stop_group(server)
+    for path in paths:
+        assert path.stat().st_size > 10_000
+        _save(path)
+    return paths
