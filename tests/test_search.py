@@ -23,6 +23,7 @@ from restrl.search import (
     call_seed,
     run_mcts,
     run_mcts_sequential,
+    search_budget,
     split_action,
     tables_to_trees,
     trees_to_tables,
@@ -380,6 +381,58 @@ def test_the_phase_checks_its_evaluator():
     with pytest.raises(TypeError, match="needs a Scorer"):
         run_mcts([problem()], ScriptedGenerator({}), None, ScriptedVerifier({}),
                  MCTSConfig.test_phase())
+
+
+# ----------------------------------------------------------------------------- budget
+
+
+class GreedyGenerator(ScriptedGenerator):
+    """Returns one sample more per prompt than the call asks for."""
+
+    def generate(self, prompts: Sequence[str], config: GenerationConfig | None = None,
+                 **overrides: Any) -> GenerationResult:
+        config = (config or GenerationConfig()).with_overrides(**overrides)
+        return super().generate(prompts, config.with_overrides(n=config.n + 1))
+
+
+def test_each_tree_counts_the_completions_and_tokens_its_generator_returned():
+    tree, _, _ = train_tree(iterations=5)
+    # Three expansions (root, A, B) of 4 samples; the scripted generator reports len(text)
+    # tokens per sample, and B's script repeats its one sample.
+    samples = TRAIN_SCRIPT[INIT] + TRAIN_SCRIPT[INIT + A] + TRAIN_SCRIPT[INIT + B] * 4
+    assert (tree.completions_generated, tree.tokens_generated) == (
+        12, sum(len(text) for text in samples))
+    assert search_budget([tree]) == [(12, sum(len(text) for text in samples))]
+    assert tree.completions_generated == sum(len(n.completions) for n in tree.nodes)
+
+
+def test_lockstep_charges_each_tree_what_its_sequential_search_generated():
+    problems, script, rewards = two_problem_script()
+    lockstep = run_mcts(problems, ScriptedGenerator(script), None, ScriptedVerifier(rewards),
+                        config(iteration_limit=5))
+    sequential = run_mcts_sequential(problems, ScriptedGenerator(script), None,
+                                     ScriptedVerifier(rewards), config(iteration_limit=5))
+    assert search_budget(lockstep) == search_budget(sequential)
+    assert all(completions > 0 and tokens > 0 for completions, tokens in search_budget(lockstep))
+
+
+def test_a_tree_read_back_from_the_tables_has_no_budget_of_its_own():
+    tree, _, _ = train_tree(iterations=3)
+    [copy] = tables_to_trees(*trees_to_tables([tree]))
+    assert copy == tree and search_budget([copy]) == [(0, 0)]
+
+
+def test_a_search_generating_more_completions_than_its_budget_fails_loudly():
+    generator = GreedyGenerator(TRAIN_SCRIPT)
+    with pytest.raises(RuntimeError, match=r"toy/p: .* 5 completions, over its budget of 4"):
+        run_mcts([problem()], generator, None, ScriptedVerifier(TRAIN_REWARDS),
+                 config(iteration_limit=1, num_sample=4))
+    # Without an iteration limit there is no completion budget to hold the search to.
+    clock = FakeClock()
+    [tree] = run_mcts([problem()], GreedyGenerator(CHAIN, clock, seconds=1.0), None,
+                      ScriptedVerifier({}), config(iteration_limit=None, time_limit=2.0),
+                      clock=clock)
+    assert tree.completions_generated == 2 * 5
 
 
 # ----------------------------------------------------------------------------- test phase
