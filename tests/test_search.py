@@ -627,3 +627,32 @@ def test_vm_mcts_answer_ties_go_to_the_first_completion_in_depth_first_order():
     nodes[3].completions = [Completion("a\nc\nfirst\n", 0.5)]
     tree = Tree("toy", "p", nodes)
     assert best_completion(tree).program == "a\nc\nfirst\n"
+
+
+# ----------------------------------------------------------------------------- benchmark decoder
+
+
+def test_the_benchmark_decoder_samples_a_prompt_alike_in_any_batch_and_from_a_cached_prefix():
+    """benchmarks/mcts_batching.py's identical-trees check rests on this: a prompt's samples do
+    not depend on the other prompts of the call, nor on whether its prefix was cached."""
+    import importlib.util
+
+    from restrl.toy.tiny_model import tiny_model_path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mcts_batching.py"
+    spec = importlib.util.spec_from_file_location("mcts_batching", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    generator = bench.PromptSeededHF(str(tiny_model_path()), device="cpu")
+    cfg = GenerationConfig(n=3, temperature=1.0, max_tokens=16, stop=("```",))
+    short, other = "def f(x):\n", "def g(y, z):\n    return"
+    alone = generator.generate([short], cfg)
+    generator.forget_prompts()
+    batched = generator.generate([other, short], cfg)
+    assert batched.samples[1] == alone.samples[0]
+    assert len(set(alone.texts[0])) > 1  # the n samples of a prompt are drawn apart
+    longer = short + "    y = x\n"
+    from_prefix = generator.generate([longer], cfg)  # `short` is cached: only the rest is run
+    generator.forget_prompts()
+    assert generator.generate([longer], cfg).samples == from_prefix.samples
