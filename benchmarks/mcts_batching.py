@@ -125,7 +125,8 @@ class PromptSeededHF(HFGenerator):
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         width = input_ids.shape[1]
         prefixes = [self._cached_prefix(ids) for ids in batch]
-        new = max(len(ids) - len(prefix) for ids, prefix in zip(batch, prefixes, strict=True))
+        new = max(len(ids) - cached_length(prefix)
+                  for ids, prefix in zip(batch, prefixes, strict=True))
         cache = DynamicCache(self._stack_prefixes(batch, prefixes, new))
         logits = self._forward(input_ids[:, width - new:], mask, position[:, width - new:], cache)
         for row, ids in enumerate(batch):
@@ -192,6 +193,11 @@ class PromptSeededHF(HFGenerator):
     def _row_seed(self, ids: list[int], index: int) -> int:
         key = json.dumps([self.base_seed, ids, index]).encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % 2**63
+
+
+def cached_length(prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """The number of tokens whose per-layer (keys, values) `prefix` holds."""
+    return prefix[0][0].shape[1] if prefix else 0
 
 
 def gumbel_max(logits: torch.Tensor, noise: Sequence[torch.Generator],
