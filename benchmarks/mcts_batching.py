@@ -2,7 +2,8 @@
 
     python benchmarks/mcts_batching.py [--model DIR] [--problems 8] [--iterations 4]
                                        [--num-sample 4] [--max-tokens 64] [--batch-size 64]
-                                       [--device cpu] [--plain-sampling]
+                                       [--device cpu] [--threads N] [--repeats 3]
+                                       [--plain-sampling]
 
 Both runs search the same K toy test problems with the same budget, the hf backend's model and
 a real sandbox `Verifier` (train phase). Lockstep makes one generate call (K leaves x num_sample
@@ -20,18 +21,26 @@ which could flip a near-tie; `identical_statistics` reports what happened, budge
 the trees then differ).
 
 `PromptSeededHF` decodes as a serving engine does, so that the benchmark measures the search's
-batching rather than waste in the decoder: a prompt's n rows share one prefill, and a row that
-ends (EOS or a stop string) leaves the batch, where `model.generate`'s static batch would keep
-computing it until the call's longest row ends. That way the lockstep search computed 4,612
+batching rather than waste in the decoder: a prompt's n rows share one prefill, a prompt that
+extends an earlier one (a leaf's extends its parent's) reuses that one's keys and values (as
+vLLM's prefix caching does; `forget_prompts` empties them between the timed searches), and a row
+that ends (EOS or a stop string) leaves the batch, where `model.generate`'s static batch would
+keep computing it until the call's longest row ends. That way the lockstep search computed 4,612
 row-steps (rows x decoding steps) at the defaults against the sequential search's 2,940 (its
 longest row of 32 sets every row's length), which held lockstep to 1.6-2.8x on two CPU cores.
-Both modes now compute the 2,738 that the samples need, and lockstep saves what is per call
-and per step: 4 generate calls and 158 decoding steps instead of 29 calls and 735. The gain
-is largest where that overhead dominates (a GPU, several CPU threads) and smallest on one CPU
-thread (`--threads 1`), where the tiny model's compute per row dominates.
+Both modes now compute the 2,738 that the samples need, and lockstep saves what is per call and
+per step: 4 generate calls and 158 decoding steps instead of 29 calls and 735. The gain is
+largest where that overhead dominates (a GPU, several CPU threads) and smallest on one CPU
+thread (`--threads 1`), where the tiny model's compute per row dominates. On a quiet 2-core
+machine lockstep is about 2.8x; what it cannot share (each row's compute, each program's
+verification, its new prompt tokens: about 40% of its time) bounds it near 3x. Other load slows
+the sequential search's many small steps most, so a loaded machine shows 4x and more.
+
+Timing: `--repeats` (sequential, lockstep) pairs, each mode reporting its fastest run; every run
+must grow the same trees at the same budget (`search_budget`) for `identical_statistics`.
 
 The last line printed is one JSON object with `lockstep_s`, `sequential_s`, `speedup`
-(sequential / lockstep) and `identical_statistics`.
+(sequential / lockstep), every run's seconds, the budget and `identical_statistics`.
 """
 
 from __future__ import annotations
