@@ -60,7 +60,8 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
         evaluation = evaluate(EvaluateParams(
             problems=params.eval_problems, policies={"base": base, "trained": policy},
             backend=params.generator.backend, value_model=str(stage2["value_model"]),
-            eval=params.eval, verification=params.verification, run=nested))
+            eval=params.eval, verification=params.verification,
+            run=nested.without_training()))
         summary = summarize(evaluation["results"], params.eval)
         for row in summary:
             tracking.log_metrics(run_id, {f"summary/{row['key']}": row["value"]})

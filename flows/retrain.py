@@ -91,7 +91,7 @@ def _compare_on_validation(params: RetrainParams, champion_policy: str, challeng
             problems=params.validation_problems, policies={label: policy},
             backend=params.pipeline.generator.backend, value_model=value_model,
             eval=params.pipeline.eval, verification=params.pipeline.verification,
-            run=params.pipeline.run))
+            run=params.pipeline.run.without_training()))
         rows = store.read_table(evaluation["results"][label]["eval_results"]).to_pylist()
         scores[label] = problem_scores(rows, method, budget)
     return compare_paired(scores["champion"], scores["challenger"])

@@ -23,6 +23,7 @@ from restrl.search import (
     call_seed,
     run_mcts,
     run_mcts_sequential,
+    search_budget,
     split_action,
     tables_to_trees,
     trees_to_tables,
@@ -382,6 +383,58 @@ def test_the_phase_checks_its_evaluator():
                  MCTSConfig.test_phase())
 
 
+# ----------------------------------------------------------------------------- budget
+
+
+class GreedyGenerator(ScriptedGenerator):
+    """Returns one sample more per prompt than the call asks for."""
+
+    def generate(self, prompts: Sequence[str], config: GenerationConfig | None = None,
+                 **overrides: Any) -> GenerationResult:
+        config = (config or GenerationConfig()).with_overrides(**overrides)
+        return super().generate(prompts, config.with_overrides(n=config.n + 1))
+
+
+def test_each_tree_counts_the_completions_and_tokens_its_generator_returned():
+    tree, _, _ = train_tree(iterations=5)
+    # Three expansions (root, A, B) of 4 samples; the scripted generator reports len(text)
+    # tokens per sample, and B's script repeats its one sample.
+    samples = TRAIN_SCRIPT[INIT] + TRAIN_SCRIPT[INIT + A] + TRAIN_SCRIPT[INIT + B] * 4
+    assert (tree.completions_generated, tree.tokens_generated) == (
+        12, sum(len(text) for text in samples))
+    assert search_budget([tree]) == [(12, sum(len(text) for text in samples))]
+    assert tree.completions_generated == sum(len(n.completions) for n in tree.nodes)
+
+
+def test_lockstep_charges_each_tree_what_its_sequential_search_generated():
+    problems, script, rewards = two_problem_script()
+    lockstep = run_mcts(problems, ScriptedGenerator(script), None, ScriptedVerifier(rewards),
+                        config(iteration_limit=5))
+    sequential = run_mcts_sequential(problems, ScriptedGenerator(script), None,
+                                     ScriptedVerifier(rewards), config(iteration_limit=5))
+    assert search_budget(lockstep) == search_budget(sequential)
+    assert all(completions > 0 and tokens > 0 for completions, tokens in search_budget(lockstep))
+
+
+def test_a_tree_read_back_from_the_tables_has_no_budget_of_its_own():
+    tree, _, _ = train_tree(iterations=3)
+    [copy] = tables_to_trees(*trees_to_tables([tree]))
+    assert copy == tree and search_budget([copy]) == [(0, 0)]
+
+
+def test_a_search_generating_more_completions_than_its_budget_fails_loudly():
+    generator = GreedyGenerator(TRAIN_SCRIPT)
+    with pytest.raises(RuntimeError, match=r"toy/p: .* 5 completions, over its budget of 4"):
+        run_mcts([problem()], generator, None, ScriptedVerifier(TRAIN_REWARDS),
+                 config(iteration_limit=1, num_sample=4))
+    # Without an iteration limit there is no completion budget to hold the search to.
+    clock = FakeClock()
+    [tree] = run_mcts([problem()], GreedyGenerator(CHAIN, clock, seconds=1.0), None,
+                      ScriptedVerifier({}), config(iteration_limit=None, time_limit=2.0),
+                      clock=clock)
+    assert tree.completions_generated == 2 * 5
+
+
 # ----------------------------------------------------------------------------- test phase
 
 
@@ -574,3 +627,55 @@ def test_vm_mcts_answer_ties_go_to_the_first_completion_in_depth_first_order():
     nodes[3].completions = [Completion("a\nc\nfirst\n", 0.5)]
     tree = Tree("toy", "p", nodes)
     assert best_completion(tree).program == "a\nc\nfirst\n"
+
+
+# ----------------------------------------------------------------------------- benchmark decoder
+
+
+def test_the_benchmark_decoder_samples_a_prompt_alike_in_any_batch_and_from_a_cached_prefix():
+    """benchmarks/mcts_batching.py's identical-trees check rests on this: a prompt's samples do
+    not depend on the other prompts of the call, nor on whether its prefix was cached."""
+    import importlib.util
+
+    from restrl.toy.tiny_model import tiny_model_path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mcts_batching.py"
+    spec = importlib.util.spec_from_file_location("mcts_batching", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    generator = bench.PromptSeededHF(str(tiny_model_path()), device="cpu")
+    cfg = GenerationConfig(n=3, temperature=1.0, max_tokens=16, stop=("```",))
+    short, other = "def f(x):\n", "def g(y, z):\n    return"
+    alone = generator.generate([short], cfg)
+    generator.forget_prompts()
+    batched = generator.generate([other, short], cfg)
+    assert batched.samples[1] == alone.samples[0]
+    assert len(set(alone.texts[0])) > 1  # the n samples of a prompt are drawn apart
+    longer = short + "    y = x\n"
+    from_prefix = generator.generate([longer], cfg)  # `short` is cached: only the rest is run
+    generator.forget_prompts()
+    assert generator.generate([longer], cfg).samples == from_prefix.samples
+
+
+class StateScorer(ScriptedScorer):
+    """A scorer that, like the oracle, is told which texts are whole programs."""
+
+    def __init__(self, values):  # noqa: ANN001
+        super().__init__(values)
+        self.flags: list[tuple[str, bool]] = []
+
+    def score_states(self, questions, answers, complete):  # noqa: ANN001, ANN201
+        self.flags += list(zip(answers, complete, strict=True))
+        return self.score(questions, answers)
+
+
+def test_a_state_scorer_is_told_completions_from_partial_states():
+    generator = ScriptedGenerator({"": ["    return 1\n    # more\n", "    return 2"]})
+    scorer = StateScorer({})
+    run_mcts([problem()], generator, None, scorer,
+             config(iteration_limit=1, num_sample=2, phase="test"))
+    flags = dict(scorer.flags)
+    assert flags[INIT + "    return 1\n    # more\n"] is True      # a completion
+    assert flags[INIT + "    return 2\n"] is True                   # a terminal child
+    assert flags[INIT + "    return 1\n"] is False                  # a partial state

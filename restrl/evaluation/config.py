@@ -10,7 +10,8 @@ from restrl.configs import config
 from restrl.sampling import SamplingConfig
 from restrl.search import MCTSConfig
 
-METHODS = ("sample", "best_of_n", "vm_mcts")
+METHODS = ("sample", "best_of_n", "vm_mcts", "oracle_mcts")
+ORIGINAL_METHODS = METHODS[:3]
 SCORED_METHODS = ("best_of_n", "vm_mcts")
 
 
@@ -19,9 +20,11 @@ class EvalConfig:
     """Evaluation settings; the defaults are the ReST-RL seed's `eval.py` flags."""
 
     # --- methods ---
-    methods: list[str] = Field(default_factory=lambda: list(METHODS), description=(
+    methods: list[str] = Field(default_factory=lambda: list(ORIGINAL_METHODS), description=(
         "sample (pass@k over sampling.n samples), best_of_n (keep the best-scored of N "
-        "samples), vm_mcts (value-guided MCTS decoding)."))
+        "samples), vm_mcts (value-guided MCTS decoding); oracle_mcts (restrl's check of the "
+        "search: the same MCTS valued by the verifier, rollouts for partial states) on "
+        "request."))
     # --- sampling and best-of-N ---
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(n=5), description="Samples per problem for "
@@ -42,6 +45,8 @@ class EvalConfig:
         description="The test-phase search (the original's --method MCTS flags: 15 "
         "iterations, 5 samples, 5 decisions); its budget is at most iterations x num_sample "
         "completions per problem.")
+    oracle_rollouts: int = Field(2, ge=1, description="oracle_mcts: completions sampled from a "
+                                 "partial state to value it (counted in its budget).")
     seed: int = Field(0, description="Seed of the evaluation's sampling and search.")
 
     def __post_init__(self) -> None:

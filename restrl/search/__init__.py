@@ -5,6 +5,7 @@
     rows = value_data(trees, problems)                                                # VM data
     trees = run_mcts(problems, generator, tokenizer, value_model, MCTSConfig.test_phase())
     answer = best_completion(trees[0])                                                # VM-MCTS
+    [(completions, tokens), *_] = search_budget(trees)                                # its cost
 
 `config` holds the settings, `tree` the tree and the four steps of an iteration, `mcts` the
 lockstep driver, `tables` the Parquet round trip. The tokenizer only formats the generation
@@ -21,7 +22,15 @@ from restrl.search.tables import (
     trees_to_tables,
     value_data,
 )
-from restrl.search.tree import Completion, Node, Tree, best_completion, split_action, tie_seed
+from restrl.search.tree import (
+    Completion,
+    Node,
+    Tree,
+    best_completion,
+    search_budget,
+    split_action,
+    tie_seed,
+)
 
 __all__ = [
     "MCTS_COMPLETIONS",
@@ -35,6 +44,7 @@ __all__ = [
     "call_seed",
     "run_mcts",
     "run_mcts_sequential",
+    "search_budget",
     "split_action",
     "tables_to_trees",
     "tie_seed",

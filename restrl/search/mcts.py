@@ -23,6 +23,12 @@ and i. In a sequential search a call holds one problem, so every (problem, itera
 own seed; a lockstep call holds many, so backends that seed per call (transformers, vLLM) draw
 other samples in the two modes, by design of those backends, not of the search.
 
+Budget: every tree counts the samples generated for it and the completion tokens the generator
+reported for them (`Tree.completions_generated`, `Tree.tokens_generated`, `search_budget`).
+With an iteration limit a tree may not exceed iteration_limit x num_sample completions; a
+search that does (a generator returning more samples than asked) raises RuntimeError rather
+than report a method at a budget it did not keep.
+
 Values are cached per tree: a program (or, in the test phase, a state) is verified or scored
 once, and a repeat (the same program sampled again, a terminal child whose state is its
 parent's completion) reuses the value; every repeat still counts in the visits and sums.
@@ -144,6 +150,8 @@ def _iterate(searches: Sequence[_Search], generator: Generator,
     samples = _sample([searches[i] for i in expanding], [leaves[i] for i in expanding],
                       generator, config, iteration)
     generate_s = clock() - generate_start
+    for i in expanding:
+        _check_budget(searches[i].tree, config)
     new_children = {i: expand(searches[i].tree, leaves[i], rows)
                     for i, rows in zip(expanding, samples, strict=True)}
 
@@ -182,9 +190,24 @@ def _sample(searches: Sequence[_Search], leaves: Sequence[Node], generator: Gene
         seed = call_seed(config.seed, [searches[i].problem.key for i in members], iteration)
         result = generator.generate(prompts, config.generation_config(stops, seed))
         for i, samples in zip(members, result.samples, strict=True):
+            searches[i].tree.record_samples([s.tokens for s in samples])
             # The backend already cut at the stops; cutting again keeps any generator honest.
             rows[i] = [postprocess(s.text, searches[i].problem.domain)[0] for s in samples]
     return rows
+
+
+def _check_budget(tree: Tree, config: MCTSConfig) -> None:
+    """Raise when a tree got more completions than iteration_limit x num_sample (checked before
+    the extra samples enter the tree)."""
+    if config.iteration_limit is None:
+        return
+    budget = config.iteration_limit * config.num_sample
+    if tree.completions_generated > budget:
+        raise RuntimeError(
+            f"{tree.domain}/{tree.problem_id}: the search generated {tree.completions_generated} "
+            f"completions, over its budget of {budget} (iteration_limit "
+            f"{config.iteration_limit} x num_sample {config.num_sample}); the generator returned "
+            f"more than the n={config.num_sample} samples per prompt it was asked for")
 
 
 def _value(searches: Sequence[_Search], leaves: Sequence[Node], visited: Sequence[bool],
@@ -193,18 +216,21 @@ def _value(searches: Sequence[_Search], leaves: Sequence[Node], visited: Sequenc
     """Value every text this iteration needs, across all trees, in one verify or score call;
     then write the values onto completions and (test phase) the new children. Returns how many
     texts each tree sent."""
-    pending: list[tuple[int, str]] = []
+    pending: list[tuple[int, str, bool]] = []  # (tree, text, whether it is a whole program)
     for i, (search, leaf) in enumerate(zip(searches, leaves, strict=True)):
         if leaf.terminal:
-            texts = [] if visited[i] else [leaf.state]
+            texts = {} if visited[i] else {leaf.state: True}
         else:
-            texts = [c.program for c in leaf.completions]
+            texts = {c.program: True for c in leaf.completions}
             if phase == "test":
-                texts += [child.state for child, _ in new_children[i]]
-        pending += [(i, text) for text in dict.fromkeys(texts) if text not in search.tree.known]
-    values = _evaluate(evaluator, phase, [(searches[i], t) for i, t in pending]) if pending else []
+                for child, _ in new_children[i]:
+                    texts.setdefault(child.state, child.terminal)
+        pending += [(i, text, whole) for text, whole in texts.items()
+                    if text not in search.tree.known]
+    values = _evaluate(evaluator, phase, [(searches[i], t, w) for i, t, w in pending]) \
+        if pending else []
     sent = [0] * len(searches)
-    for (i, text), value in zip(pending, values, strict=True):
+    for (i, text, _), value in zip(pending, values, strict=True):
         searches[i].tree.known[text] = value
         sent[i] += 1
 
@@ -226,13 +252,19 @@ def _value(searches: Sequence[_Search], leaves: Sequence[Node], visited: Sequenc
 
 
 def _evaluate(evaluator: ProgramVerifier | Scorer, phase: str,
-              pending: Sequence[tuple[_Search, str]]) -> list[float]:
-    """The verifier's rewards (train) or the scorer's scores (test) of (search, text) pairs; the
-    scorer sees the raw problem text and the full state or program (init_code included)."""
+              pending: Sequence[tuple[_Search, str, bool]]) -> list[float]:
+    """The verifier's rewards (train) or the scorer's scores (test) of (search, text, whole)
+    triples; the scorer sees the raw problem text and the full state or program (init_code
+    included). A scorer with `score_states` (the oracle) is also told which texts are whole
+    programs (completions, terminal states) and which are partial states."""
+    problems = [s.problem for s, _, _ in pending]
+    texts = [text for _, text, _ in pending]
     if phase == "train":
-        verifier = cast(ProgramVerifier, evaluator)
-        verdicts = verifier.verify([s.problem for s, _ in pending], [text for _, text in pending])
+        verdicts = cast(ProgramVerifier, evaluator).verify(problems, texts)
         return [float(verdict.reward) for verdict in verdicts]
-    scorer = cast(Scorer, evaluator)
-    scores = scorer.score([s.problem.prompt for s, _ in pending], [text for _, text in pending])
+    questions = [p.prompt for p in problems]
+    if hasattr(evaluator, "score_states"):
+        scores = evaluator.score_states(questions, texts, [w for _, _, w in pending])
+    else:
+        scores = cast(Scorer, evaluator).score(questions, texts)
     return [float(score) for score in scores]

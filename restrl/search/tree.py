@@ -87,13 +87,21 @@ class Node:
 
 @dataclass
 class Tree:
-    """The search tree of one problem; `nodes[i].node_id == i` and `nodes[0]` is the root."""
+    """The search tree of one problem; `nodes[i].node_id == i` and `nodes[0]` is the root.
+
+    completions_generated / tokens_generated: what the search that built it sampled for it,
+    the samples the generator returned and the completion tokens it reported for them (the
+    budget a method is compared at). They belong to that `run_mcts` call: the tables do not
+    store them, so a tree read back from them counts 0.
+    """
 
     domain: str
     problem_id: str
     nodes: list[Node]
     # Values already known for this problem, by program or state text (see the module docstring).
     known: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    completions_generated: int = field(default=0, compare=False)
+    tokens_generated: int = field(default=0, compare=False)
 
     @classmethod
     def new(cls, problem: Problem) -> Tree:
@@ -116,6 +124,11 @@ class Tree:
     def answer(self, text: str) -> str:
         """A state or program without the problem's init_code: what follows the reply prefix."""
         return text[len(self.init_code):]
+
+    def record_samples(self, tokens: Sequence[int]) -> None:
+        """Charge the tree with one generate call's samples for it (their token counts)."""
+        self.completions_generated += len(tokens)
+        self.tokens_generated += sum(tokens)
 
     def children(self, node: Node) -> list[Node]:
         return [self.nodes[i] for i in node.children]
@@ -227,6 +240,11 @@ def backpropagate(tree: Tree, node: Node, visits: int, value: float) -> None:
         if node.parent_id < 0:
             return
         node = tree.nodes[node.parent_id]
+
+
+def search_budget(trees: Sequence[Tree]) -> list[tuple[int, int]]:
+    """(completions_generated, tokens_generated) per tree: what each search cost."""
+    return [(tree.completions_generated, tree.tokens_generated) for tree in trees]
 
 
 def best_completion(tree: Tree) -> Completion | None:

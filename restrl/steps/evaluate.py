@@ -68,7 +68,7 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
         score_completions,
         selection_metrics,
     )
-    from restrl.evaluation.budget import sampling_budget
+    from restrl.evaluation.budget import sampling_budget, spent_budget
     from restrl.evaluation.ranking import calibration_bins, ranking_metrics
 
     rows: list[dict[str, Any]] = []
@@ -105,12 +105,16 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
                     metrics.update({f"best_of_{n}/{k}": v
                                     for k, v in sampling_budget(completions, n).items()})
                     rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
-    if "vm_mcts" in config.methods:
-        mcts_rows = _vm_mcts(store, problems, generator, value_model, config, verify_config)
-        chosen_metrics = selection_metrics(mcts_rows)
-        metrics.update({f"vm_mcts/{k}": v for k, v in chosen_metrics.items()})
-        points.append(("vm_mcts", config.mcts_budget(), chosen_metrics.get("accuracy", 0.0)))
-        rows += mcts_rows
+    for method in ("vm_mcts", "oracle_mcts"):
+        if method in config.methods:
+            mcts_rows, spent = _mcts(store, problems, generator, value_model, config,
+                                     verify_config, oracle=method == "oracle_mcts")
+            chosen_metrics = selection_metrics(mcts_rows)
+            metrics.update({f"{method}/{k}": v for k, v in chosen_metrics.items()})
+            metrics.update({f"{method}/{k}": v for k, v in spent_budget(spent).items()})
+            points.append((method, metrics[f"{method}/completions"],
+                           chosen_metrics.get("accuracy", 0.0)))
+            rows += mcts_rows
     return rows, {"metrics": metrics, "points": points, "calibration": calibration}
 
 
@@ -143,26 +147,40 @@ def _row(c: dict[str, Any], method: str, budget: int, score: float | None) -> di
             "score": score, "reward": float(c["reward"]), "strict": bool(c["strict"])}
 
 
-def _vm_mcts(store: ArtifactStore, problems: list[Problem], generator: GeneratorSpec,
-             value_model: str | None, config: EvalConfig,
-             verify_config: VerifyConfig) -> list[dict[str, Any]]:
-    """Test-phase MCTS with the value model as PRM; the best-valued completion is verified."""
-    from restrl.search import best_completion, run_mcts
+def _mcts(store: ArtifactStore, problems: list[Problem], generator: GeneratorSpec,
+          value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
+          oracle: bool) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+    """Test-phase MCTS, valued by the value model as a PRM (VM-MCTS) or by the verifier (the
+    oracle); the best-valued completion is verified. Returns the rows and, per problem, the
+    completions and tokens the search (and the oracle's rollouts) generated."""
+    from restrl.evaluation.oracle import OracleScorer
+    from restrl.search import best_completion, run_mcts, search_budget
 
-    scorer = _scorer(store, config, value_model)
+    method = "oracle_mcts" if oracle else "vm_mcts"
     policy, tokenizer = make_generator(store, generator)
+    domains = sorted({p.domain for p in problems})
     try:
-        trees = run_mcts(problems, policy, tokenizer, scorer,
-                         dataclasses.replace(config.mcts, phase="test"))
+        with verify_config.verifier(domains) as verifier:
+            scorer = OracleScorer(problems, policy, tokenizer, verifier,
+                                  rollouts=config.oracle_rollouts,
+                                  temperature=config.mcts.temperature,
+                                  max_tokens=config.mcts.max_tokens, seed=config.seed) \
+                if oracle else _scorer(store, config, value_model)
+            trees = run_mcts(problems, policy, tokenizer, scorer,
+                             dataclasses.replace(config.mcts, phase="test"))
+            chosen = [best_completion(tree) for tree in trees]  # in the order of problems
+            # A search that valued nothing answers with an empty program, as the original's.
+            programs = [c.program if c is not None else "" for c in chosen]
+            verdicts = verifier.verify(problems, programs)
     finally:
         policy.close()
-    chosen = [best_completion(tree) for tree in trees]  # trees come in the order of problems
-    # A search that valued nothing answers with an empty program, as the original's.
-    programs = [c.program if c is not None else "" for c in chosen]
-    with verify_config.verifier(sorted({p.domain for p in problems})) as verifier:
-        verdicts = verifier.verify(problems, programs)
-    return [{"domain": p.domain, "problem_id": p.problem_id, "method": "vm_mcts",
+    spent = search_budget(trees)
+    if oracle:
+        spent = [(c + scorer.spent[p.key][0], t + scorer.spent[p.key][1])
+                 for (c, t), p in zip(spent, problems, strict=True)]
+    rows = [{"domain": p.domain, "problem_id": p.problem_id, "method": method,
              "budget": config.mcts_budget(), "sample_idx": 0, "program": program,
              "score": c.reward if c is not None else None, "reward": v.reward,
              "strict": v.strict}
             for p, c, program, v in zip(problems, chosen, programs, verdicts, strict=True)]
+    return rows, spent
