@@ -153,3 +153,27 @@ def test_prm_prefixes_end_at_line_boundaries_and_keep_the_text_as_is():
     answer = "a = 1\r\nb = 2\n\n"
     assert prm_prefixes(answer) == ["a = 1\r\n", "a = 1\r\nb = 2\n", answer]
     assert prm_prefixes("x = 1") == ["x = 1"]  # no newline: the whole answer, unchanged
+
+
+def test_each_method_states_the_completions_and_tokens_it_spent_per_problem():
+    from restrl.evaluation.budget import sampling_budget, spent_budget
+
+    rows = [{"domain": "toy", "problem_id": p, "sample_idx": i, "completion_tokens": 10 * (i + 1)}
+            for p in ("a", "b") for i in range(4)]
+    assert sampling_budget(rows, 1) == {"completions": 1.0, "tokens": 10.0}
+    assert sampling_budget(rows, 2) == {"completions": 2.0, "tokens": 30.0}
+    assert spent_budget([(8, 100), (6, 50)]) == {"completions": 7.0, "tokens": 75.0}
+
+
+def test_ranking_metrics_measure_how_scores_order_verified_programs():
+    from restrl.evaluation.ranking import auc, calibration_bins, ranking_metrics
+
+    assert auc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 1.0
+    assert auc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5  # a tie counts half
+    assert math.isnan(auc([0.3, 0.4], [True, True]))  # one class: undefined
+    metrics = ranking_metrics([0.1, 0.4, 0.35, 0.8], [0.0, 0.2, 1.0, 1.0],
+                              [False, False, True, True])
+    assert metrics["auc"] == 0.75 and metrics["positives"] == 2.0
+    assert calibration_bins([0.1, 0.4, 0.35, 0.8], [0.0, 0.2, 1.0, 1.0], bins=2) == [
+        (pytest.approx(0.225), 0.5, 2), (pytest.approx(0.6), 0.6, 2)]

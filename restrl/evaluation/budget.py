@@ -1,7 +1,8 @@
 """What a method spent per problem: completions generated and tokens generated.
 
 Every evaluated method reports both (means over problems), so methods are compared at a budget
-that is stated, not assumed; a method that generates more than it was given fails loudly.
+that is stated, not assumed. A search that generates more than its budget fails loudly
+(`restrl.search.run_mcts`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from restrl.evaluation.metrics import group_by_problem
-
-
-class BudgetExceeded(RuntimeError):
-    """A method generated more completions for a problem than its budget allows."""
 
 
 def sampling_budget(completions: Iterable[Mapping[str, Any]], n: int) -> dict[str, float]:
@@ -34,12 +31,3 @@ def spent_budget(spent: Sequence[tuple[int, int]]) -> dict[str, float]:
         return {"completions": 0.0, "tokens": 0.0}
     return {"completions": sum(c for c, _ in spent) / len(spent),
             "tokens": sum(t for _, t in spent) / len(spent)}
-
-
-def check_budget(method: str, spent: Sequence[tuple[int, int]], keys: Sequence[Any],
-                 limit: int) -> None:
-    """Raise `BudgetExceeded` naming the first problem whose completions exceed `limit`."""
-    for key, (completions, _) in zip(keys, spent, strict=True):
-        if completions > limit:
-            raise BudgetExceeded(f"{method} generated {completions} completions for {key}, more "
-                                 f"than its budget of {limit}")
