@@ -193,6 +193,15 @@ def test_pipeline_started_from_the_ui_form_completes(chromium, ui_stack, prefect
             summary_shot = shots / SUMMARY_SCREENSHOT
             page.screenshot(path=str(summary_shot))
             _save(summary_shot)
+
+            # A plot artifact: the accuracy-vs-budget curves, drawn inline.
+            page.goto(f"{url}/runs/flow-run/{run['id']}?tab=Artifacts")
+            page.get_by_text("accuracy-vs-budget", exact=True).last.click()
+            page.wait_for_url(re.compile(r"/artifacts/artifact/[0-9a-f-]+"))
+            expect(page.locator("img[src^='data:image/png']").first).to_be_visible()
+            plot_shot = shots / "prefect-ui-accuracy-vs-budget.png"
+            page.screenshot(path=str(plot_shot))
+            _save(plot_shot)
         finally:
             context.close()
 
