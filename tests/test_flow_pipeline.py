@@ -80,7 +80,7 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
     trained_eval = client.get_run(result["evaluation"]["trained"]["mlflow_run_id"])
     assert "vm_mcts/accuracy" in trained_eval.data.metrics
     artifacts = [a.path for a in client.list_artifacts(trained_eval.info.run_id, "plots")]
-    assert artifacts == ["plots/accuracy_vs_budget.png"]
+    assert artifacts == ["plots/accuracy_vs_budget.png", "plots/value_calibration.png"]
     experiment = client.get_run(result["mlflow_run_id"]).info.experiment_id
     models = {m.name: m for m in client.search_logged_models([experiment])}
     assert models["policy"].tags["restrl.artifact_uri"] == result["policy"]

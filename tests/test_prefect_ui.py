@@ -195,7 +195,9 @@ def test_pipeline_started_from_the_ui_form_completes(chromium, ui_stack, prefect
             _save(summary_shot)
 
             # A plot artifact: the accuracy-vs-budget curves, drawn inline.
-            page.goto(f"{url}/runs/flow-run/{run['id']}?tab=Artifacts")
+            page.goto(f"{url}/runs/flow-run/{run['id']}")
+            page.get_by_text("Artifacts", exact=True).first.click()
+            page.wait_for_url(re.compile(r"tab=Artifacts"))
             page.get_by_text("accuracy-vs-budget", exact=True).last.click()
             page.wait_for_url(re.compile(r"/artifacts/artifact/[0-9a-f-]+"))
             expect(page.locator("img[src^='data:image/png']").first).to_be_visible()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 Point = tuple[str, float, float]  # (method, completions per problem, accuracy)
 METHOD_LABELS = {"sample": "sampling, pass@k", "best_of_n": "best-of-k (value model)",
-                 "vm_mcts": "VM-MCTS"}
+                 "vm_mcts": "VM-MCTS", "oracle_mcts": "oracle: MCTS valued by the verifier"}
 STYLES = ("-", "--", ":", "-.")
 
 
@@ -43,12 +44,7 @@ def plot_accuracy_vs_budget(curves: Mapping[str, Sequence[Point]], path: str | P
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_calibration(bins: Sequence[tuple[float, float, int]], path: str | Path,
@@ -70,6 +66,13 @@ def plot_calibration(bins: Sequence[tuple[float, float, int]], path: str | Path,
     ax.set_title(title, fontsize="small")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write `fig` as a PNG at `path` (its folder created) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

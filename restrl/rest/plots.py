@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from restrl.evaluation.plots import save_figure
+
 
 def per_problem_rewards(rows: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
     """(mean, population std) of the rewards of each (domain, problem_id), in first-seen order."""
@@ -42,9 +44,4 @@ def plot_reward_distribution(rows: Iterable[Mapping[str, Any]], std_accept_thres
     right.set_xlabel("reward std of a problem's samples")
     right.set_title(f"{kept} of {len(stds)} problems kept", fontsize=9)
     right.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
