@@ -52,7 +52,8 @@ class TrainingRunSettings(RunSettings):
         return RunSettings(**self.model_dump(exclude={"work_dir"}))
 
 
-def toy_problems(split: str, n: int | None, seed: int = 0) -> ProblemSource:
+def toy_source(split: str, n: int | None, seed: int = 0) -> ProblemSource:
+    """Where toy problems of `split` come from (generated; n=None: every combination once)."""
     return ProblemSource(domain="toy", split=split, n=n, seed=seed)
 
 
@@ -88,7 +89,7 @@ class Stage1Steps(BaseModel):
 
     @classmethod
     def toy(cls) -> Stage1Steps:
-        return cls(problems=[toy_problems("train", 128)], sampling=SamplingConfig.toy(),
+        return cls(problems=[toy_source("train", 128)], sampling=SamplingConfig.toy(),
                    grpo=GRPOTrainConfig.toy(), dpo=DPOTrainConfig.toy(), sft=SFTTrainConfig.toy())
 
 
@@ -108,7 +109,7 @@ class SelfTrainingParams(Stage1Steps):
 
     @classmethod
     def toy(cls) -> SelfTrainingParams:
-        return cls(**dict(Stage1Steps.toy()), eval_problems=toy_problems("test", None),
+        return cls(**dict(Stage1Steps.toy()), eval_problems=toy_source("test", None),
                    eval_sampling=SamplingConfig.toy_eval())
 
 
@@ -130,7 +131,7 @@ class Stage2Steps(BaseModel):
     def toy(cls) -> Stage2Steps:
         # Stage 1's samples as extra rows: held-out AUC 0.597 -> 0.753 on the toy validation
         # split (README, "What the demo shows").
-        return cls(problems=toy_problems("train", 64, seed=1), mcts=MCTSConfig.toy(),
+        return cls(problems=toy_source("train", 64, seed=1), mcts=MCTSConfig.toy(),
                    value_data=ValueDataConfig(stage1_samples=True),
                    value_model=ValueModelConfig.toy())
 
@@ -162,7 +163,7 @@ class EvaluateParams(BaseModel):
 
     model_config = STRICT
 
-    problems: ProblemSource = Field(default_factory=lambda: toy_problems("test", None),
+    problems: ProblemSource = Field(default_factory=lambda: toy_source("test", None),
                                     description="Held-out problems (toy test split).")
     policies: dict[str, str] = Field(
         default_factory=lambda: {"base": "tiny"},
@@ -205,7 +206,7 @@ class PipelineParams(BaseModel):
     value_init: Literal["base", "trained"] = Field(
         "base", description="Checkpoint the value model starts from: the base policy (the "
                             "original's choice) or the Stage 1 policy.")
-    eval_problems: ProblemSource = Field(default_factory=lambda: toy_problems("test", None),
+    eval_problems: ProblemSource = Field(default_factory=lambda: toy_source("test", None),
                                          description="Held-out problems for the evaluation.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation methods and "
                              "budgets.")
@@ -228,7 +229,7 @@ class RetrainParams(BaseModel):
         default_factory=PipelineParams, description="The pipeline; it starts from the champion "
         "policy, or from pipeline.generator.model while there is no champion.")
     validation_problems: ProblemSource = Field(
-        default_factory=lambda: toy_problems("validation", None), description="Problems the "
+        default_factory=lambda: toy_source("validation", None), description="Problems the "
         "champion and the challenger are both evaluated on to decide (never the test split).")
     promotion: PromotionRule = Field(default_factory=PromotionRule,
                                      description="When the challenger replaces the champion.")

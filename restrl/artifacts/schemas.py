@@ -78,3 +78,44 @@ EVAL_RESULTS = pa.schema([
     ("reward", pa.float64()),
     ("strict", pa.bool_()),
 ])
+
+# One tree node. `value` = value_sum / visits (prior, else 0, when never visited) is written for
+# readers; `tables_to_trees` recomputes it. `prior` is null outside the test phase.
+MCTS_NODES = pa.schema([
+    ("domain", pa.string()),
+    ("problem_id", pa.string()),
+    ("node_id", pa.int64()),
+    ("parent_id", pa.int64()),        # -1 for the root
+    ("depth", pa.int64()),
+    ("action", pa.string()),          # the line (or terminal sample) that led here; "" at the root
+    ("state", pa.string()),           # init_code + the actions from the root
+    ("visits", pa.int64()),
+    ("value_sum", pa.float64()),
+    ("value", pa.float64()),
+    ("prior", pa.float64()),
+    ("terminal", pa.bool_()),
+    ("visible", pa.bool_()),
+    ("expanded", pa.bool_()),
+])
+
+# One completion stored on the node it was sampled from: one per sample, duplicates included.
+MCTS_COMPLETIONS = pa.schema([
+    ("domain", pa.string()),
+    ("problem_id", pa.string()),
+    ("node_id", pa.int64()),
+    ("completion_idx", pa.int64()),   # order on its node
+    ("program", pa.string()),         # full program: node state + sample.rstrip() + "\n"
+    ("answer", pa.string()),          # program without init_code
+    ("reward", pa.float64()),         # train: verifier reward; test: scorer score; null: unvalued
+    ("verified", pa.bool_()),         # whether reward came from the verifier
+])
+
+# One value-model training row (DESIGN step 6; REFERENCE section 5).
+VALUE_DATA = pa.schema([
+    ("prompt", pa.string()),          # the raw problem text (`Problem.prompt`), not formatted
+    ("answer", pa.string()),          # full state or program, init_code included
+    ("reward", pa.float64()),         # completion: verifier reward; node state: its V
+    ("source", pa.string()),          # "terminal" (completion) or "intermediate" (node state)
+    ("problem_id", pa.string()),
+    ("domain", pa.string()),
+])

@@ -1275,13 +1275,8 @@ class _PersistentChecker:
         self.pid, self.sock, self.memory = pid, parent, memory
 
     def stop(self) -> None:
-        if self.pid:
-            if _still_child(self.pid):  # still our child (never a reused pid)
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(self.pid, 0)
-            self.pid = 0
+        _kill_child(self.pid)
+        self.pid = 0
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -1452,13 +1447,8 @@ class _Zygote:
         self.pid, self.sock = pid, parent
 
     def stop(self) -> None:
-        if self.pid:
-            if _still_child(self.pid):
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(self.pid, 0)
-            self.pid = 0
+        _kill_child(self.pid)
+        self.pid = 0
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -1467,6 +1457,15 @@ class _Zygote:
 def _crashed(error: str) -> dict:
     return {"status": "crashed", "error": error, "stdout": "", "stderr": "", "messages": [],
             "vault": None, "seconds": 0.0, "exit_code": None, "signal": None}
+
+
+def _kill_child(pid: int) -> None:
+    """Kill and reap `pid` if it is still our child (never a reused pid)."""
+    if pid and _still_child(pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _still_child(pid: int) -> bool:

@@ -8,20 +8,15 @@
     [(completions, tokens), *_] = search_budget(trees)                                # its cost
 
 `config` holds the settings, `tree` the tree and the four steps of an iteration, `mcts` the
-lockstep driver, `tables` the Parquet round trip. The tokenizer only formats the generation
-prompts; the value model scores (problem.prompt, full state) pairs.
+lockstep driver, `tables` the Parquet round trip (loaded on first use: the settings and the
+search need no pyarrow). The tokenizer only formats the generation prompts; the value model
+scores (problem.prompt, full state) pairs.
 """
+
+from typing import Any
 
 from restrl.search.config import MCTSConfig
 from restrl.search.mcts import call_seed, run_mcts, run_mcts_sequential
-from restrl.search.tables import (
-    MCTS_COMPLETIONS,
-    MCTS_NODES,
-    VALUE_DATA,
-    tables_to_trees,
-    trees_to_tables,
-    value_data,
-)
 from restrl.search.tree import (
     Completion,
     Node,
@@ -31,6 +26,9 @@ from restrl.search.tree import (
     split_action,
     tie_seed,
 )
+
+_TABLES_API = ("MCTS_COMPLETIONS", "MCTS_NODES", "VALUE_DATA", "tables_to_trees",
+               "trees_to_tables", "value_data")
 
 __all__ = [
     "MCTS_COMPLETIONS",
@@ -51,3 +49,11 @@ __all__ = [
     "trees_to_tables",
     "value_data",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TABLES_API:
+        from restrl.search import tables
+
+        return getattr(tables, name)
+    raise AttributeError(f"module 'restrl.search' has no attribute {name!r}")

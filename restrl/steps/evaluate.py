@@ -11,7 +11,7 @@ from restrl.artifacts import ArtifactRef, ArtifactStore
 from restrl.artifacts.step import Built, RunIds, Step, params_of, run_step
 from restrl.evaluation.config import EvalConfig
 from restrl.problems.model import Problem
-from restrl.steps.models import GeneratorSpec, make_generator, model_identity, resolve_model
+from restrl.steps.models import GeneratorSpec, model_identity, open_policy, resolve_model
 from restrl.steps.problems import read_problems
 from restrl.steps.sample import sample
 from restrl.steps.verify import VerifyConfig, verify
@@ -157,7 +157,7 @@ def _mcts(store: ArtifactStore, problems: list[Problem], generator: GeneratorSpe
     from restrl.search import best_completion, run_mcts, search_budget
 
     method = "oracle_mcts" if oracle else "vm_mcts"
-    policy, tokenizer = make_generator(store, generator)
+    policy, tokenizer = open_policy(store, generator)
     domains = sorted({p.domain for p in problems})
     try:
         with verify_config.verifier(domains) as verifier:

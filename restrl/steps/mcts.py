@@ -16,7 +16,7 @@ from restrl.artifacts.step import (
     shard_count,
 )
 from restrl.search import MCTSConfig
-from restrl.steps.models import GeneratorSpec, make_generator, model_identity
+from restrl.steps.models import GeneratorSpec, model_identity, open_policy
 from restrl.steps.problems import read_problems
 from restrl.steps.verify import VerifyConfig
 
@@ -43,7 +43,7 @@ def mcts_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactRef
         return
     problems = read_problems(store, problems_ref)
     pieces = shards(problems, config.shard_problems)
-    policy, tokenizer = make_generator(store, generator)
+    policy, tokenizer = open_policy(store, generator)
     try:
         with verify_config.verifier(sorted({p.domain for p in problems})) as verifier:
             for index in indices:

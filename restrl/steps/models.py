@@ -70,7 +70,7 @@ def load_tokenizer(model_path: str) -> Any:
         return None
 
 
-def make_generator(store: ArtifactStore, spec: GeneratorSpec) -> tuple[Any, Any]:
+def open_policy(store: ArtifactStore, spec: GeneratorSpec) -> tuple[Any, Any]:
     """(generator, tokenizer) for `spec`; close the generator when done."""
     from restrl.generation import make_generator as make
 

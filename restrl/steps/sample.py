@@ -15,7 +15,7 @@ from restrl.artifacts.step import (
     shard_count,
 )
 from restrl.sampling import SamplingConfig
-from restrl.steps.models import GeneratorSpec, make_generator, model_identity
+from restrl.steps.models import GeneratorSpec, model_identity, open_policy
 from restrl.steps.problems import read_problems
 
 OnShard = Callable[[int, int], None]
@@ -41,7 +41,7 @@ def sample_shards(store: ArtifactStore, plan: ShardPlan, problems_ref: ArtifactR
     if not indices:
         return
     pieces = shards(read_problems(store, problems_ref), config.shard_problems)
-    policy, tokenizer = make_generator(store, generator)
+    policy, tokenizer = open_policy(store, generator)
     try:
         for index in indices:
             # Seeded by shard index, so a resumed or distributed run draws the same samples.
