@@ -70,6 +70,6 @@ def test_a_deployment_run_is_picked_up_by_a_worker_and_completes(deployed, prefe
                 break
             time.sleep(2)
     finally:
-        stop_group(worker)
+        stop_group(worker, grace=3)  # a worker waits 30 s on SIGTERM or SIGINT; its run is done
     assert state == "COMPLETED"
     assert list((work / "artifacts" / "policy").glob("*/manifest.json"))

@@ -71,7 +71,7 @@ def ui_stack(chromium, deployed):
     try:
         yield {"env": env, "work": work, "worker_log": log_path}
     finally:
-        stop_group(worker)
+        stop_group(worker, grace=3)  # a worker waits 30 s on SIGTERM or SIGINT; its run is done
 
 
 def _point_ui_at(page, url: str, api: str) -> None:

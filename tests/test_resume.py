@@ -83,26 +83,32 @@ def _values(summary: list[dict]) -> list[tuple]:
 
 
 def test_pipeline_killed_in_training_and_in_search_resumes_to_the_same_summary(tmp_path):
-    reference = _finish(_start(tmp_path, "ref", tmp_path / "ref-store", tmp_path / "ref.log"),
-                        tmp_path / "ref.log")
+    # The uninterrupted reference runs beside the killed runs (its own store): on two cores
+    # the pair takes little longer than the killed runs alone.
+    reference_run = _start(tmp_path, "ref", tmp_path / "ref-store", tmp_path / "ref.log")
 
-    store, log, work = tmp_path / "store", tmp_path / "killed.log", tmp_path / "work-killed"
-    first = _start(tmp_path, "killed", store, log)
-    _kill_when(first, lambda: len(_checkpoints(work)) >= 2, "the second GRPO checkpoint")
-    done_steps = {p: p.stat().st_mtime_ns for p in _checkpoints(work)}
-    assert not list(store.glob("policy/*/manifest.json"))
+    try:
+        store, log, work = tmp_path / "store", tmp_path / "killed.log", tmp_path / "work-killed"
+        first = _start(tmp_path, "killed", store, log)
+        _kill_when(first, lambda: len(_checkpoints(work)) >= 2, "the second GRPO checkpoint")
+        done_steps = {p: p.stat().st_mtime_ns for p in _checkpoints(work)}
+        assert not list(store.glob("policy/*/manifest.json"))
 
-    second = _start(tmp_path, "killed", store, log)
-    shards = store / "mcts_nodes"
-    _kill_when(second, lambda: any(shards.glob("*/shards/00000.parquet")),
-               "the first committed MCTS shard")
-    assert {p: p.stat().st_mtime_ns for p in done_steps} == done_steps  # no step redone
-    resumed_from = max(int(p.name.split("-")[1]) for p in done_steps)
-    assert f"from step {resumed_from}" in log.read_text()
-    (shard,) = shards.glob("*/shards/00000.parquet")
-    committed_at = shard.stat().st_mtime_ns
+        second = _start(tmp_path, "killed", store, log)
+        shards = store / "mcts_nodes"
+        _kill_when(second, lambda: any(shards.glob("*/shards/00000.parquet")),
+                   "the first committed MCTS shard")
+        assert {p: p.stat().st_mtime_ns for p in done_steps} == done_steps  # no step redone
+        resumed_from = max(int(p.name.split("-")[1]) for p in done_steps)
+        assert f"from step {resumed_from}" in log.read_text()
+        (shard,) = shards.glob("*/shards/00000.parquet")
+        committed_at = shard.stat().st_mtime_ns
 
-    result = _finish(_start(tmp_path, "killed", store, log), log)
+        result = _finish(_start(tmp_path, "killed", store, log), log)
+    except BaseException:
+        os.killpg(reference_run.pid, signal.SIGKILL)
+        raise
+    reference = _finish(reference_run, tmp_path / "ref.log")
     assert shard.stat().st_mtime_ns == committed_at  # the committed shard was not searched again
     assert "1 of 2 shards already committed" in log.read_text()
     assert _values(result["summary"]) == _values(reference["summary"])
