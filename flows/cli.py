@@ -177,10 +177,13 @@ def demo(
         typer.echo(f"{row['label']:<46} {row['value']:>8.3f} {ci:>12} "
                    f"{spent if spent is None else round(spent, 1)!s:>11} "
                    f"{tokens if tokens is None else round(tokens)!s:>7}")
-    auc = result.get("value_model_auc")
+    auc, within = result.get("value_model_auc"), result.get("value_model_within_problem_auc")
     if auc is not None:
-        typer.echo(f"value model AUC on the trained policy's held-out completions: {auc:.3f}")
-    summary = {"rows": rows, "value_model_auc": auc, "policy": result["policy"],
+        within_text = "-" if within is None else f"{within:.3f}"
+        typer.echo(f"value model AUC on the trained policy's held-out completions: {auc:.3f} "
+                   f"(pooled over problems); within a problem: {within_text}")
+    summary = {"rows": rows, "value_model_auc": auc, "value_model_within_problem_auc": within,
+               "policy": result["policy"],
                "value_model": result["value_model"], "mlflow_run_id": result["mlflow_run_id"],
                "minutes": round(minutes, 2)}
     summary_path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,9 +70,10 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
         _publish_lineage(params.run, run_id, [policy, str(stage2["value_model"])])
         _publish_curves(evaluation["results"], run_id)
         logger.info("\n%s", summary_markdown(summary))
-    auc = evaluation["results"].get("trained", {}).get("metrics", {}).get("value_model/auc")
+    trained = evaluation["results"].get("trained", {}).get("metrics", {})
     return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
-            "value_model_auc": auc,
+            "value_model_auc": trained.get("value_model/auc"),
+            "value_model_within_problem_auc": trained.get("value_model/within_problem_auc"),
             "evaluation": evaluation["results"], "mlflow_run_id": run_id,
             "stage1": stage1, "stage2": stage2}
 

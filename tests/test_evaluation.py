@@ -166,7 +166,7 @@ def test_each_method_states_the_completions_and_tokens_it_spent_per_problem():
 
 
 def test_ranking_metrics_measure_how_scores_order_verified_programs():
-    from restrl.evaluation.ranking import auc, calibration_bins, ranking_metrics
+    from restrl.evaluation.ranking import auc, ranking_metrics
 
     assert auc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 1.0
     assert auc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
@@ -175,5 +175,28 @@ def test_ranking_metrics_measure_how_scores_order_verified_programs():
     metrics = ranking_metrics([0.1, 0.4, 0.35, 0.8], [0.0, 0.2, 1.0, 1.0],
                               [False, False, True, True])
     assert metrics["auc"] == 0.75 and metrics["positives"] == 2.0
+    assert "within_problem_auc" not in metrics  # without the rows' problems
+
+
+def test_within_problem_auc_counts_only_pairs_of_the_same_problem():
+    from restrl.evaluation.ranking import auc, ranking_metrics
+
+    # Problem a is easy (3 of 4 pass), b hard (1 of 4): scores that only know which is hard
+    # beat chance over all pairs, yet rank the failing sample first inside each problem.
+    scores = [0.8, 0.85, 0.7, 0.9, 0.2, 0.15, 0.25, 0.1]
+    passed = [True, True, True, False, False, False, False, True]
+    groups = ["a"] * 4 + ["b"] * 4
+    assert auc(scores, passed) == 9 / 16
+    metrics = ranking_metrics(scores, [float(p) for p in passed], passed, groups)
+    assert metrics["within_problem_auc"] == 0.0 and metrics["within_problem_pairs"] == 6.0
+    tied = ranking_metrics([0.5, 0.5, 0.7], [1.0, 0.0, 1.0], [True, False, True], ["a", "a", "c"])
+    assert tied["within_problem_auc"] == 0.5 and tied["within_problem_pairs"] == 1.0
+    one_class = ranking_metrics([0.2, 0.3], [1.0, 1.0], [True, True], ["a", "a"])
+    assert math.isnan(one_class["within_problem_auc"])
+
+
+def test_calibration_bins_compare_mean_score_with_mean_reward():
+    from restrl.evaluation.ranking import calibration_bins
+
     assert calibration_bins([0.1, 0.4, 0.35, 0.8], [0.0, 0.2, 1.0, 1.0], bins=2) == [
         (pytest.approx(0.225), 0.5, 2), (pytest.approx(0.6), 0.6, 2)]

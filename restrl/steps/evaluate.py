@@ -25,7 +25,8 @@ class Evaluation:
 
     metrics: per method (`sample/pass@1`, `best_of_8/accuracy`, `vm_mcts/accuracy`, each with
         its 95% interval, `.../completions` and `.../tokens` per problem) and the scorer's
-        ranking on these held-out completions (`value_model/auc`, `value_model/spearman`).
+        ranking on these held-out completions (`value_model/auc`, `value_model/spearman`,
+        `value_model/within_problem_auc`).
     points: (method, completions per problem, accuracy) for the accuracy-vs-budget curves.
     calibration: (mean score, mean reward, rows) bins of the scorer on the same completions.
     """
@@ -93,7 +94,8 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
             scores = score_completions(_scorer(store, config, value_model), completions,
                                        problems, config.rm_type)
             rewards = [float(c["reward"]) for c in completions]
-            ranking = ranking_metrics(scores, rewards, [bool(c["strict"]) for c in completions])
+            ranking = ranking_metrics(scores, rewards, [bool(c["strict"]) for c in completions],
+                                      [(c["domain"], c["problem_id"]) for c in completions])
             metrics.update({f"value_model/{k}": v for k, v in ranking.items()})
             calibration = calibration_bins(scores, rewards)
             for n in budgets:
