@@ -32,9 +32,10 @@ Both modes now compute the 2,738 that the samples need, and lockstep saves what 
 per step: 4 generate calls and 158 decoding steps instead of 29 calls and 735. The gain is
 largest where that overhead dominates (a GPU, several CPU threads) and smallest on one CPU
 thread (`--threads 1`), where the tiny model's compute per row dominates. On a quiet 2-core
-machine lockstep is about 2.8x; what it cannot share (each row's compute, each program's
-verification, its new prompt tokens: about 40% of its time) bounds it near 3x. Other load slows
-the sequential search's many small steps most, so a loaded machine shows 4x and more.
+machine lockstep is 2.75-3.15x (one run to the next); what it cannot share (each row's
+compute, each program's verification, its new prompt tokens: about 40% of its time) bounds it
+near 3x. Other load slows the sequential search's many small steps most, so a loaded machine
+shows 4x and more.
 
 Timing: `--repeats` (sequential, lockstep) pairs, each mode reporting its fastest run; every run
 must grow the same trees at the same budget (`search_budget`) for `identical_statistics`.

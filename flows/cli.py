@@ -180,8 +180,8 @@ def demo(
     auc, within = result.get("value_model_auc"), result.get("value_model_within_problem_auc")
     if auc is not None:
         within_text = "-" if within is None else f"{within:.3f}"
-        typer.echo(f"value model AUC on the trained policy's held-out completions: {auc:.3f} "
-                   f"(pooled over problems); within a problem: {within_text}")
+        typer.echo(f"value model AUC on the trained policy's held-out completions: {auc:.3f}; "
+                   f"within a problem: {within_text}")
     summary = {"rows": rows, "value_model_auc": auc, "value_model_within_problem_auc": within,
                "policy": result["policy"],
                "value_model": result["value_model"], "mlflow_run_id": result["mlflow_run_id"],
