@@ -166,17 +166,9 @@ def demo(
         _fail(str(exc))
     minutes = (time.perf_counter() - start) / 60
     rows = result["summary"]
-    typer.echo("")
-    typer.echo(f"{'result':<46} {'accuracy':>8} {'95% CI':>12} {'completions':>11} "
-               f"{'tokens':>7}   (per problem)")
-    for row in rows:
-        low, high = row.get("ci_low"), row.get("ci_high")
-        ci = f"{low:.3f}-{high:.3f}" if low is not None and high is not None else "-"
-        spent = row.get("completions")
-        tokens = row.get("tokens")
-        typer.echo(f"{row['label']:<46} {row['value']:>8.3f} {ci:>12} "
-                   f"{spent if spent is None else round(spent, 1)!s:>11} "
-                   f"{tokens if tokens is None else round(tokens)!s:>7}")
+    from restrl_flows.pipeline import summary_text  # after quiet_console: it imports Prefect
+
+    typer.echo("\n" + summary_text(rows))
     auc, within = result.get("value_model_auc"), result.get("value_model_within_problem_auc")
     if auc is not None:
         within_text = "-" if within is None else f"{within:.3f}"

@@ -138,6 +138,15 @@ def _interval(row: dict[str, object]) -> str:
     return f"{float(low):.3f}-{float(high):.3f}" if low is not None and high is not None else "-"
 
 
+def summary_text(rows: list[dict[str, object]]) -> str:
+    """The demo table as fixed-width console text (the same cells as `summary_markdown`)."""
+    lines = [f"{'result':<46} {'accuracy':>8} {'95% CI':>12} {'completions':>11} "
+             f"{'tokens':>7}   (per problem)"]
+    lines += [f"{r['label']:<46} {float(r['value']):>8.3f} {_interval(r):>12} "
+              f"{_number(r['completions']):>11} {_number(r['tokens'], 0):>7}" for r in rows]
+    return "\n".join(lines)
+
+
 def summary_markdown(rows: list[dict[str, object]]) -> str:
     lines = ["| result | accuracy | 95% CI over problems | completions per problem | tokens "
              "per problem |", "|---|---|---|---|---|"]

@@ -70,7 +70,7 @@ SFT_DATA = pa.schema([
 EVAL_RESULTS = pa.schema([
     ("domain", pa.string()),
     ("problem_id", pa.string()),
-    ("method", pa.string()),          # sample | best_of_n | vm_mcts
+    ("method", pa.string()),          # sample | best_of_n | vm_mcts | oracle_mcts
     ("budget", pa.int64()),
     ("sample_idx", pa.int64()),
     ("program", pa.string()),
