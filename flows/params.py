@@ -187,7 +187,8 @@ class EvaluateParams(BaseModel):
 def toy_eval() -> EvalConfig:
     return EvalConfig(methods=list(METHODS),  # the oracle too: it checks the search
                       sampling=SamplingConfig(n=8, temperature=0.7, max_tokens=96), ks=[1, 8],
-                      best_of_n=[8], mcts=MCTSConfig.toy_test_phase())
+                      best_of_n=[8], answer_rules=["best", "vote"],
+                      mcts=MCTSConfig.toy_test_phase())
 
 
 class PipelineParams(BaseModel):

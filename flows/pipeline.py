@@ -21,13 +21,20 @@ from restrl_flows.self_training import self_training
 from restrl_flows.value_model import value_model
 
 # (label, policy, metric, the metric prefix whose completions/tokens it spent); {n} is the
-# largest best-of-N. The oracle rows use the verifier where a method would use the value model:
-# what the search or the selection could reach with a perfect value function.
+# largest best-of-N. The weighted-vote rows are there when eval.answer_rules has "vote"; the
+# majority vote needs no scorer, so a weighted vote's gain over it is the value model's. The
+# oracle rows use the verifier where a method would use the value model: what the search or the
+# selection could reach with a perfect value function.
 SUMMARY_ROWS = (
     ("base policy, pass@1", "base", "sample/pass@1", "sample"),
     ("after ReST-GRPO, pass@1", "trained", "sample/pass@1", "sample"),
+    ("majority vote of N samples (no value model)", "trained", "majority_of_{n}/accuracy",
+     "majority_of_{n}"),
     ("best-of-N with the value model", "trained", "best_of_{n}/accuracy", "best_of_{n}"),
+    ("best-of-N, votes weighted by the value model", "trained", "best_of_{n}_vote/accuracy",
+     "best_of_{n}_vote"),
     ("VM-MCTS at the same budget", "trained", "vm_mcts/accuracy", "vm_mcts"),
+    ("VM-MCTS, answer by weighted vote", "trained", "vm_mcts_vote/accuracy", "vm_mcts_vote"),
     ("oracle: best-of-N with the verifier (pass@N)", "trained", "sample/pass@{n}",
      "best_of_{n}"),
     ("oracle: MCTS valued by the verifier", "trained", "oracle_mcts/accuracy", "oracle_mcts"),

@@ -35,11 +35,15 @@ def starting_model(fallback: str = "tiny", name: str = registry.POLICY_MODEL) ->
 
 def method_of(metric: str) -> tuple[str, int | None]:
     """The eval_results rows a metric is computed from: sample/pass@1 -> ("sample", None),
-    best_of_8/accuracy -> ("best_of_n", 8), vm_mcts/accuracy -> ("vm_mcts", None)."""
+    best_of_8/accuracy -> ("best_of_n", 8), best_of_8_vote/accuracy -> ("best_of_n_vote", 8),
+    majority_of_8/accuracy -> ("majority_vote", 8), vm_mcts/accuracy -> ("vm_mcts", None)."""
     head = metric.split("/")[0]
-    if head.startswith("best_of_"):
-        return "best_of_n", int(head.removeprefix("best_of_"))
-    return head, None
+    vote = "_vote" if head.endswith("_vote") else ""
+    head = head.removesuffix(vote)
+    for prefix, method in (("best_of_", "best_of_n"), ("majority_of_", "majority_vote")):
+        if head.startswith(prefix):
+            return method + vote, int(head.removeprefix(prefix))
+    return head + vote, None
 
 
 @flow(name="retrain")

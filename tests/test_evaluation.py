@@ -80,6 +80,24 @@ def test_best_of_n_keeps_the_highest_scored_sample_within_the_budget():
     assert [(b["sample_idx"], b["budget"]) for b in limited] == [(1, 2), (0, 2)]
 
 
+def test_a_vote_answers_with_the_program_whose_copies_score_highest_in_total():
+    """answer_rule="vote" (and, with every score 1, the plain majority vote): copies of one
+    program pool their scores; the highest single score wins only under "best"."""
+    completions = [
+        {"problem_id": "p", "sample_idx": 0, "program": "return 1\n"},
+        {"problem_id": "p", "sample_idx": 1, "program": "return 2\n"},
+        {"problem_id": "p", "sample_idx": 2, "program": "return 2  \n"},
+        {"problem_id": "p", "sample_idx": 3, "program": "return 3\n"},
+    ]
+    scores = [0.9, 0.5, 0.5, 0.1]
+    assert choose_best_of_n(completions, scores)[0]["sample_idx"] == 0
+    assert choose_best_of_n(completions, scores, rule="vote")[0]["sample_idx"] == 1
+    assert choose_best_of_n(completions, [1.0] * 4, rule="vote")[0]["sample_idx"] == 1
+    assert choose_best_of_n(completions, [1.0] * 4, n=2, rule="vote")[0]["sample_idx"] == 0
+    with pytest.raises(ValueError, match="answer rule"):
+        choose_best_of_n(completions, scores, rule="mean")
+
+
 class RecordingScorer:
     """Records what it is asked to score; scores a program by its length."""
 

@@ -61,11 +61,18 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
 
     labels = [row["label"] for row in result["summary"]]
     assert labels == ["base policy, pass@1", "after ReST-GRPO, pass@1",
-                      "best-of-N with the value model", "VM-MCTS at the same budget",
+                      "majority vote of N samples (no value model)",
+                      "best-of-N with the value model",
+                      "best-of-N, votes weighted by the value model",
+                      "VM-MCTS at the same budget", "VM-MCTS, answer by weighted vote",
                       "oracle: best-of-N with the verifier (pass@N)",
                       "oracle: MCTS valued by the verifier"]
     by_label = {row["label"]: row for row in result["summary"]}
     assert by_label["best-of-N with the value model"]["completions"] == 2.0
+    assert by_label["majority vote of N samples (no value model)"]["completions"] == 2.0
+    # Both answer rules read the same trees: the same spend.
+    assert (by_label["VM-MCTS, answer by weighted vote"]["tokens"]
+            == by_label["VM-MCTS at the same budget"]["tokens"])
     assert by_label["after ReST-GRPO, pass@1"]["completions"] == 1.0
     assert by_label["after ReST-GRPO, pass@1"]["tokens"] > 0
     assert result["value_model_auc"] is None or 0.0 <= result["value_model_auc"] <= 1.0
@@ -77,7 +84,9 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
     lineage = store.lineage(result["value_model"])
     assert lineage["parents"][0]["kind"] == "value_data"
     eval_rows = store.read_table(result["evaluation"]["trained"]["eval_results"]).to_pylist()
-    assert {r["method"] for r in eval_rows} == {"sample", "best_of_n", "vm_mcts", "oracle_mcts"}
+    assert {r["method"] for r in eval_rows} == {"sample", "majority_vote", "best_of_n",
+                                                "best_of_n_vote", "vm_mcts", "vm_mcts_vote",
+                                                "oracle_mcts"}
 
     client = MlflowClient(tracking.tracking_uri())
     trained_eval = client.get_run(result["evaluation"]["trained"]["mlflow_run_id"])

@@ -33,7 +33,9 @@ RUN_TIMEOUT_S = 600
 SCREENSHOT = "prefect-ui-run-artifacts.png"
 SUMMARY_SCREENSHOT = "prefect-ui-pipeline-summary.png"
 SUMMARY_LABELS = ("base policy, pass@1", "after ReST-GRPO, pass@1",
-                  "best-of-N with the value model", "VM-MCTS at the same budget")
+                  "majority vote of N samples (no value model)", "best-of-N with the value model",
+                  "best-of-N, votes weighted by the value model", "VM-MCTS at the same budget",
+                  "VM-MCTS, answer by weighted vote")
 
 
 def _missing(message: str):

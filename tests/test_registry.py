@@ -209,7 +209,9 @@ def test_starting_model_is_the_champion_policy_or_the_fallback(mlflow_sqlite, st
 
 @pytest.mark.parametrize(("metric", "rows_of"), [
     ("sample/pass@1", ("sample", None)), ("best_of_8/accuracy", ("best_of_n", 8)),
-    ("vm_mcts/accuracy", ("vm_mcts", None))])
+    ("majority_of_8/accuracy", ("majority_vote", 8)), ("vm_mcts/accuracy", ("vm_mcts", None)),
+    ("best_of_8_vote/accuracy", ("best_of_n_vote", 8)),
+    ("vm_mcts_vote/accuracy", ("vm_mcts_vote", None))])
 def test_each_promotion_metric_reads_its_methods_rows(metric, rows_of):
     from restrl_flows.retrain import method_of
 

@@ -629,6 +629,20 @@ def test_vm_mcts_answer_ties_go_to_the_first_completion_in_depth_first_order():
     assert best_completion(tree).program == "a\nc\nfirst\n"
 
 
+def test_vm_mcts_can_answer_with_the_program_its_completions_vote_for():
+    """answer_rule="vote": two copies of a program (trailing spaces aside) outvote one program
+    with a higher score; the default keeps the original's highest score."""
+    from restrl.search import Completion, Node, Tree, best_completion
+
+    nodes = [Node(0, -1, 0, "", ""), Node(1, 0, 1, "a\n", "a\n")]
+    nodes[0].children = [1]
+    nodes[0].completions = [Completion("x = 1\n", 0.9), Completion("x = 2\n", 0.5)]
+    nodes[1].completions = [Completion("x = 2   \n", 0.5), Completion("x = 3\n", None)]
+    tree = Tree("toy", "p", nodes)
+    assert best_completion(tree).program == "x = 1\n"
+    assert best_completion(tree, "vote").program == "x = 2\n"
+
+
 # ----------------------------------------------------------------------------- benchmark decoder
 
 

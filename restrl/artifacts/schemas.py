@@ -70,7 +70,8 @@ SFT_DATA = pa.schema([
 EVAL_RESULTS = pa.schema([
     ("domain", pa.string()),
     ("problem_id", pa.string()),
-    ("method", pa.string()),          # sample | best_of_n | vm_mcts | oracle_mcts
+    # sample | majority_vote | best_of_n | best_of_n_vote | vm_mcts | vm_mcts_vote | oracle_mcts
+    ("method", pa.string()),
     ("budget", pa.int64()),
     ("sample_idx", pa.int64()),
     ("program", pa.string()),

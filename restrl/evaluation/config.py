@@ -7,6 +7,7 @@ import dataclasses
 from pydantic import Field
 
 from restrl.configs import config
+from restrl.evaluation.selection import ANSWER_RULES
 from restrl.sampling import SamplingConfig
 from restrl.search import MCTSConfig
 
@@ -35,6 +36,12 @@ class EvalConfig:
                                  description="N values for best-of-N (N <= sampling.n).")
     rm_type: str = Field("orm", description="Score whole answers (orm) or every line prefix, "
                          "keeping the worst (prm).")
+    answer_rules: list[str] = Field(
+        default_factory=lambda: ["best"], description="How best-of-N and VM-MCTS answer from "
+        "their scored programs, each rule reported: best (the highest score, the original's) "
+        "and/or vote (the program whose identical copies' scores sum highest; metrics "
+        "best_of_N_vote/..., vm_mcts_vote/...). The oracle always takes the highest; sampling "
+        "also reports the plain majority vote of N (majority_of_N/...), which needs no scorer.")
     reward_model: str | None = Field(
         None, description="A Hugging Face sequence-classification reward model to score with "
         "instead of restrl's value model.")
@@ -53,6 +60,9 @@ class EvalConfig:
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown evaluation methods {sorted(unknown)}; expected {METHODS}")
+        rules = set(self.answer_rules) - set(ANSWER_RULES)
+        if rules or not self.answer_rules:
+            raise ValueError(f"answer_rules {self.answer_rules} must be some of {ANSWER_RULES}")
 
     def mcts_budget(self) -> int:
         """Most completions VM-MCTS generates per problem (iterations x samples)."""

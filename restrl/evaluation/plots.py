@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 Point = tuple[str, float, float]  # (method, completions per problem, accuracy)
-METHOD_LABELS = {"sample": "sampling, pass@k", "best_of_n": "best-of-k (value model)",
-                 "vm_mcts": "VM-MCTS", "oracle_mcts": "oracle: MCTS valued by the verifier"}
+METHOD_LABELS = {"sample": "sampling, pass@k", "majority_vote": "majority vote of k",
+                 "best_of_n": "best-of-k (value model)",
+                 "best_of_n_vote": "best-of-k, votes weighted by the value model",
+                 "vm_mcts": "VM-MCTS", "vm_mcts_vote": "VM-MCTS, weighted vote",
+                 "oracle_mcts": "oracle: MCTS valued by the verifier"}
 STYLES = ("-", "--", ":", "-.")
 
 

@@ -4,6 +4,11 @@ As in the seed's evaluation (`evaluation/eval.py` with a reward model, `tasks/Co
 `num_sample` fresh samples per problem, each scored as a WHOLE completion (ORM-style) by the
 reward or value model: question = the raw problem text, answer = the full program
 (`init_code + code.rstrip()`, a completions row's `program`); the highest score wins.
+
+restrl's answer rule "vote" (`EvalConfig.answer_rules`) instead keeps the program whose
+identical copies' scores sum highest (weighted best-of-N, Snell et al. 2024); with every score 1
+it is the plain majority vote, which needs no scorer and is reported beside it so that the
+scorer's own share shows.
 """
 
 from __future__ import annotations
@@ -15,6 +20,33 @@ from restrl.problems.model import Problem, index_problems
 from restrl.scoring import Scorer
 
 RM_TYPES = ("orm", "prm")
+ANSWER_RULES = ("best", "vote")
+
+
+def program_key(program: str) -> str:
+    """What makes two programs the same vote: their text, trailing whitespace aside."""
+    return "\n".join(line.rstrip() for line in program.strip().splitlines())
+
+
+def pick_answer(programs: Sequence[str], scores: Sequence[float], rule: str = "best") -> int:
+    """Index of the answer among scored programs; ties go to the first.
+
+    "best" (the original's): the highest score. "vote": the program whose copies (same
+    `program_key`) have the highest summed score, answered by its first copy.
+    """
+    if rule not in ANSWER_RULES:
+        raise ValueError(f"answer rule must be one of {ANSWER_RULES}, got {rule!r}")
+    if not programs:
+        raise ValueError("no programs to pick an answer from")
+    if rule == "best":
+        return max(range(len(programs)), key=lambda i: (scores[i], -i))
+    first: dict[str, int] = {}
+    votes: dict[str, float] = {}
+    for index, (program, score) in enumerate(zip(programs, scores, strict=True)):
+        key = program_key(program)
+        first.setdefault(key, index)
+        votes[key] = votes.get(key, 0.0) + float(score)
+    return first[max(votes, key=lambda k: (votes[k], -first[k]))]
 
 
 def prm_prefixes(answer: str) -> list[str]:
@@ -66,9 +98,9 @@ def score_completions(scorer: Scorer, completions: Sequence[Mapping[str, Any]],
 
 
 def choose_best_of_n(completions: Sequence[Mapping[str, Any]], scores: Sequence[float],
-                     n: int | None = None) -> list[dict[str, Any]]:
-    """Per problem ((domain, problem_id)), the highest-scoring of its first `n` samples
-    (ties: lowest sample_idx)."""
+                     n: int | None = None, rule: str = "best") -> list[dict[str, Any]]:
+    """Per problem ((domain, problem_id)), the answer among its first `n` samples by `rule`
+    (`pick_answer`; ties: lowest sample_idx)."""
     by_problem: dict[tuple[str, str], list[tuple[int, Mapping[str, Any], float]]] = {}
     for row, score in zip(completions, scores, strict=True):
         key = (str(row.get("domain", "")), str(row["problem_id"]))
@@ -78,6 +110,9 @@ def choose_best_of_n(completions: Sequence[Mapping[str, Any]], scores: Sequence[
         candidates = sorted(by_problem[key], key=lambda item: item[0])
         if n is not None:
             candidates = candidates[:n]
-        sample_idx, row, score = max(candidates, key=lambda item: (item[2], -item[0]))
+        picked = pick_answer([str(item[1]["program"]) if rule == "vote" else ""
+                              for item in candidates],
+                             [item[2] for item in candidates], rule)
+        _, row, score = candidates[picked]
         chosen.append({**dict(row), "score": score, "budget": len(candidates)})
     return chosen

@@ -247,9 +247,15 @@ def search_budget(trees: Sequence[Tree]) -> list[tuple[int, int]]:
     return [(tree.completions_generated, tree.tokens_generated) for tree in trees]
 
 
-def best_completion(tree: Tree) -> Completion | None:
-    """The stored completion with the highest reward, the first in depth-first node order on a
-    tie (as the original's stable sort over its preorder list): the answer of a test-phase
-    search. None when nothing has been valued."""
+def best_completion(tree: Tree, rule: str = "best") -> Completion | None:
+    """The answer of a test-phase search among its stored, valued completions, in depth-first
+    node order: by default the highest reward, the first on a tie (as the original's stable
+    sort over its preorder list); `rule="vote"`: the program whose copies' rewards sum highest
+    (`restrl.evaluation.selection.pick_answer`). None when nothing has been valued."""
+    from restrl.evaluation.selection import pick_answer
+
     valued = [c for node in tree.preorder() for c in node.completions if c.reward is not None]
-    return max(valued, key=lambda c: c.reward or 0.0) if valued else None
+    if not valued:
+        return None
+    return valued[pick_answer([c.program for c in valued], [c.reward or 0.0 for c in valued],
+                              rule)]

@@ -17,14 +17,17 @@ from restrl.steps.sample import sample
 from restrl.steps.verify import VerifyConfig, verify
 
 Point = tuple[str, float, float]
+# A method's name and metric prefix under each answer rule: best_of_8/..., best_of_8_vote/...
+RULE_SUFFIX = {"best": "", "vote": "_vote"}
 
 
 @dataclass
 class Evaluation:
     """An evaluation's artifact and figures.
 
-    metrics: per method (`sample/pass@1`, `best_of_8/accuracy`, `vm_mcts/accuracy`, each with
-        its 95% interval, `.../completions` and `.../tokens` per problem) and the scorer's
+    metrics: per method (`sample/pass@1`, `majority_of_8/accuracy`, `best_of_8/accuracy`,
+        `vm_mcts/accuracy`, and with the vote rule `best_of_8_vote/...`, `vm_mcts_vote/...`;
+        each with its 95% interval, `.../completions` and `.../tokens` per problem) and the scorer's
         ranking on these held-out completions (`value_model/auc`, `value_model/spearman`,
         `value_model/within_problem_auc`).
     points: (method, completions per problem, accuracy) for the accuracy-vs-budget curves.
@@ -90,6 +93,7 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
             curve = sample_metrics(completions, ks=budgets)
             points += [("sample", k, curve[f"pass@{k}"]) for k in budgets if f"pass@{k}" in curve]
             rows += [_row(c, "sample", 1, None) for c in completions]
+            rows += _majority_votes(completions, config, metrics, points)
         if "best_of_n" in config.methods:
             scores = score_completions(_scorer(store, config, value_model), completions,
                                        problems, config.rm_type)
@@ -98,26 +102,52 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
                                       [(c["domain"], c["problem_id"]) for c in completions])
             metrics.update({f"value_model/{k}": v for k, v in ranking.items()})
             calibration = calibration_bins(scores, rewards)
-            for n in budgets:
-                chosen = choose_best_of_n(completions, scores, n)
+            for rule, n in ((rule, n) for rule in config.answer_rules for n in budgets):
+                chosen = choose_best_of_n(completions, scores, n, rule)
                 chosen_metrics = selection_metrics(chosen)
-                points.append(("best_of_n", n, chosen_metrics.get("accuracy", 0.0)))
+                method, key = "best_of_n" + RULE_SUFFIX[rule], f"best_of_{n}{RULE_SUFFIX[rule]}"
+                points.append((method, n, chosen_metrics.get("accuracy", 0.0)))
                 if n in config.best_of_n:
-                    metrics.update({f"best_of_{n}/{k}": v for k, v in chosen_metrics.items()})
-                    metrics.update({f"best_of_{n}/{k}": v
+                    metrics.update({f"{key}/{k}": v for k, v in chosen_metrics.items()})
+                    metrics.update({f"{key}/{k}": v
                                     for k, v in sampling_budget(completions, n).items()})
-                    rows += [_row(c, "best_of_n", n, c["score"]) for c in chosen]
-    for method in ("vm_mcts", "oracle_mcts"):
-        if method in config.methods:
-            mcts_rows, spent = _mcts(store, problems, generator, value_model, config,
-                                     verify_config, oracle=method == "oracle_mcts")
-            chosen_metrics = selection_metrics(mcts_rows)
-            metrics.update({f"{method}/{k}": v for k, v in chosen_metrics.items()})
-            metrics.update({f"{method}/{k}": v for k, v in spent_budget(spent).items()})
-            points.append((method, metrics[f"{method}/completions"],
-                           chosen_metrics.get("accuracy", 0.0)))
-            rows += mcts_rows
+                    rows += [_row(c, method, n, c["score"]) for c in chosen]
+    for search in ("vm_mcts", "oracle_mcts"):
+        if search in config.methods:
+            # The verifier's rewards are exact: the oracle takes the highest.
+            rules = ["best"] if search == "oracle_mcts" else config.answer_rules
+            answers, spent = _mcts(store, problems, generator, value_model, config,
+                                   verify_config, search == "oracle_mcts", rules)
+            for rule, mcts_rows in answers.items():
+                method = search + RULE_SUFFIX[rule]
+                chosen_metrics = selection_metrics(mcts_rows)
+                metrics.update({f"{method}/{k}": v for k, v in chosen_metrics.items()})
+                metrics.update({f"{method}/{k}": v for k, v in spent_budget(spent).items()})
+                points.append((method, metrics[f"{method}/completions"],
+                               chosen_metrics.get("accuracy", 0.0)))
+                rows += mcts_rows
     return rows, {"metrics": metrics, "points": points, "calibration": calibration}
+
+
+def _majority_votes(completions: list[dict[str, Any]], config: EvalConfig,
+                    metrics: dict[str, float], points: list[Point]) -> list[dict[str, Any]]:
+    """The plain majority vote of each N of `best_of_n` (no scorer: every sample one vote), so
+    that a scored vote's gain over it is the scorer's; its metrics, curve and rows."""
+    from restrl.evaluation import choose_best_of_n, selection_metrics
+    from restrl.evaluation.budget import sampling_budget
+
+    rows: list[dict[str, Any]] = []
+    votes = [1.0] * len(completions)
+    for n in range(1, config.sampling.n + 1):
+        chosen = choose_best_of_n(completions, votes, n, "vote")
+        chosen_metrics = selection_metrics(chosen)
+        points.append(("majority_vote", n, chosen_metrics.get("accuracy", 0.0)))
+        if n in config.best_of_n:
+            metrics.update({f"majority_of_{n}/{k}": v for k, v in chosen_metrics.items()})
+            metrics.update({f"majority_of_{n}/{k}": v
+                            for k, v in sampling_budget(completions, n).items()})
+            rows += [_row(c, "majority_vote", n, None) for c in chosen]
+    return rows
 
 
 def _verified_samples(store: ArtifactStore, problems_ref: ArtifactRef,
@@ -151,14 +181,15 @@ def _row(c: dict[str, Any], method: str, budget: int, score: float | None) -> di
 
 def _mcts(store: ArtifactStore, problems: list[Problem], generator: GeneratorSpec,
           value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
-          oracle: bool) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+          oracle: bool, rules: list[str]
+          ) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[int, int]]]:
     """Test-phase MCTS, valued by the value model as a PRM (VM-MCTS) or by the verifier (the
-    oracle); the best-valued completion is verified. Returns the rows and, per problem, the
-    completions and tokens the search (and the oracle's rollouts) generated."""
+    oracle); each rule's answer from the same trees is verified. Returns the rows per rule and,
+    per problem, the completions and tokens the search (and the oracle's rollouts) generated."""
     from restrl.evaluation.oracle import OracleScorer
     from restrl.search import best_completion, run_mcts, search_budget
 
-    method = "oracle_mcts" if oracle else "vm_mcts"
+    search = "oracle_mcts" if oracle else "vm_mcts"
     policy, tokenizer = open_policy(store, generator)
     domains = sorted({p.domain for p in problems})
     try:
@@ -170,19 +201,27 @@ def _mcts(store: ArtifactStore, problems: list[Problem], generator: GeneratorSpe
                 if oracle else _scorer(store, config, value_model)
             trees = run_mcts(problems, policy, tokenizer, scorer,
                              dataclasses.replace(config.mcts, phase="test"))
-            chosen = [best_completion(tree) for tree in trees]  # in the order of problems
-            # A search that valued nothing answers with an empty program, as the original's.
-            programs = [c.program if c is not None else "" for c in chosen]
-            verdicts = verifier.verify(problems, programs)
+            # Per rule, in the order of problems; a search that valued nothing answers with an
+            # empty program, as the original's.
+            chosen = {rule: [best_completion(tree, rule) for tree in trees] for rule in rules}
+            programs = {rule: [c.program if c is not None else "" for c in answers]
+                        for rule, answers in chosen.items()}
+            flat = verifier.verify(problems * len(rules),
+                                   [p for rule in rules for p in programs[rule]])
+            verdicts = {rule: flat[i * len(problems):(i + 1) * len(problems)]
+                        for i, rule in enumerate(rules)}
     finally:
         policy.close()
     spent = search_budget(trees)
     if oracle:
         spent = [(c + scorer.spent[p.key][0], t + scorer.spent[p.key][1])
                  for (c, t), p in zip(spent, problems, strict=True)]
-    rows = [{"domain": p.domain, "problem_id": p.problem_id, "method": method,
-             "budget": config.mcts_budget(), "sample_idx": 0, "program": program,
-             "score": c.reward if c is not None else None, "reward": v.reward,
-             "strict": v.strict}
-            for p, c, program, v in zip(problems, chosen, programs, verdicts, strict=True)]
+    rows = {rule: [{"domain": p.domain, "problem_id": p.problem_id,
+                    "method": search + RULE_SUFFIX[rule], "budget": config.mcts_budget(),
+                    "sample_idx": 0, "program": program,
+                    "score": c.reward if c is not None else None, "reward": v.reward,
+                    "strict": v.strict}
+                   for p, c, program, v in zip(problems, chosen[rule], programs[rule],
+                                               verdicts[rule], strict=True)]
+            for rule in rules}
     return rows, spent
