@@ -36,7 +36,7 @@ SUMMARY_ROWS = (
     ("VM-MCTS at the same budget", "trained", "vm_mcts/accuracy", "vm_mcts"),
     ("VM-MCTS, answer by weighted vote", "trained", "vm_mcts_vote/accuracy", "vm_mcts_vote"),
     ("oracle: best-of-N with the verifier (pass@N)", "trained", "sample/pass@{n}",
-     "best_of_{n}"),
+     "majority_of_{n}"),  # the same first N samples
     ("oracle: MCTS valued by the verifier", "trained", "oracle_mcts/accuracy", "oracle_mcts"),
 )
 

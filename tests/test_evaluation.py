@@ -98,6 +98,34 @@ def test_a_vote_answers_with_the_program_whose_copies_score_highest_in_total():
         choose_best_of_n(completions, scores, rule="mean")
 
 
+def test_a_vote_breaks_ties_to_the_first_program_and_counts_indentation():
+    from restrl.answers import pick_answer, program_key
+
+    # Equal totals (up to float rounding): the program seen first.
+    assert pick_answer(["a", "b", "b"], [0.3, 0.1, 0.2], "vote") == 0
+    assert program_key("x = 1  \n\n") == program_key("x = 1")
+    assert program_key("  x = 1") != program_key("x = 1")  # an IndentationError is not x = 1
+
+
+def test_a_vote_over_negative_scores_still_favours_agreeing_programs():
+    """An external reward model's logits can be negative: summed as they are, two agreeing
+    copies would lose to one program."""
+    from restrl.answers import pick_answer
+
+    assert pick_answer(["x", "y", "y"], [-1.0, -0.6, -0.6], "vote") == 1
+    assert pick_answer(["x", "y", "y"], [-1.0, -0.6, -0.6], "best") == 1
+    assert pick_answer(["x", "y", "y"], [-0.5, -0.6, -0.6], "best") == 0
+
+
+def test_answer_rules_must_be_distinct_known_rules():
+    from restrl.evaluation.config import EvalConfig
+
+    assert EvalConfig().answer_rules == ["best"]  # the original's rule only
+    for rules in ([], ["vote", "vote"], ["mean"]):
+        with pytest.raises(ValueError, match="answer_rules"):
+            EvalConfig(answer_rules=rules)
+
+
 class RecordingScorer:
     """Records what it is asked to score; scores a program by its length."""
 

@@ -6,8 +6,8 @@ import dataclasses
 
 from pydantic import Field
 
+from restrl.answers import ANSWER_RULES
 from restrl.configs import config
-from restrl.evaluation.selection import ANSWER_RULES
 from restrl.sampling import SamplingConfig
 from restrl.search import MCTSConfig
 
@@ -60,9 +60,9 @@ class EvalConfig:
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown evaluation methods {sorted(unknown)}; expected {METHODS}")
-        rules = set(self.answer_rules) - set(ANSWER_RULES)
-        if rules or not self.answer_rules:
-            raise ValueError(f"answer_rules {self.answer_rules} must be some of {ANSWER_RULES}")
+        rules = self.answer_rules
+        if not rules or set(rules) - set(ANSWER_RULES) or len(set(rules)) < len(rules):
+            raise ValueError(f"answer_rules {rules} must be distinct rules of {ANSWER_RULES}")
 
     def mcts_budget(self) -> int:
         """Most completions VM-MCTS generates per problem (iterations x samples)."""

@@ -1,8 +1,10 @@
 """Accuracy against generation budget: one line per (policy, method), as a PNG.
 
 Budget is completions generated per problem. Sampling's line is pass@k, the share of problems
-with a correct program among k samples (what a perfect selector would reach); best-of-k keeps
-the value model's favourite of the same k samples; VM-MCTS is its search at its budget.
+with a correct program among k samples (what a perfect selector would reach); the majority vote
+answers with the most frequent of the same k samples; best-of-k keeps the value model's
+favourite of them (with the vote rule: the program its scores vote for); VM-MCTS is its search
+at its budget.
 """
 
 from __future__ import annotations

@@ -5,10 +5,9 @@ As in the seed's evaluation (`evaluation/eval.py` with a reward model, `tasks/Co
 reward or value model: question = the raw problem text, answer = the full program
 (`init_code + code.rstrip()`, a completions row's `program`); the highest score wins.
 
-restrl's answer rule "vote" (`EvalConfig.answer_rules`) instead keeps the program whose
-identical copies' scores sum highest (weighted best-of-N, Snell et al. 2024); with every score 1
-it is the plain majority vote, which needs no scorer and is reported beside it so that the
-scorer's own share shows.
+restrl's answer rule "vote" (`EvalConfig.answer_rules`, `restrl.answers`) instead keeps the
+program whose identical copies' scores sum highest; with every score 1 it is the plain majority
+vote, which needs no scorer and is reported beside it so that the scorer's own share shows.
 """
 
 from __future__ import annotations
@@ -16,39 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from restrl.answers import pick_answer
 from restrl.problems.model import Problem, index_problems
 from restrl.scoring import Scorer
 
 RM_TYPES = ("orm", "prm")
-ANSWER_RULES = ("best", "vote")
-
-
-def program_key(program: str) -> str:
-    """What makes two programs the same vote: their text, trailing whitespace aside."""
-    return "\n".join(line.rstrip() for line in program.strip().splitlines())
-
-
-def pick_answer(programs: Sequence[str], scores: Sequence[float], rule: str = "best") -> int:
-    """Index of the answer among scored programs; ties go to the first.
-
-    "best" (the original's): the highest score. "vote": the program whose copies (same
-    `program_key`) have the highest summed score, answered by its first copy.
-    """
-    if rule not in ANSWER_RULES:
-        raise ValueError(f"answer rule must be one of {ANSWER_RULES}, got {rule!r}")
-    if not programs:
-        raise ValueError("no programs to pick an answer from")
-    if rule == "best":
-        return max(range(len(programs)), key=lambda i: (scores[i], -i))
-    first: dict[str, int] = {}
-    votes: dict[str, float] = {}
-    for index, (program, score) in enumerate(zip(programs, scores, strict=True)):
-        key = program_key(program)
-        first.setdefault(key, index)
-        votes[key] = votes.get(key, 0.0) + float(score)
-    return first[max(votes, key=lambda k: (votes[k], -first[k]))]
-
-
 def prm_prefixes(answer: str) -> list[str]:
     """The partial answers a PRM scores: every prefix of `answer` that ends at a line boundary
     (any `str.splitlines` boundary), text unchanged, so the last one is the answer itself and

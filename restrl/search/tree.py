@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from restrl.answers import pick_answer
 from restrl.problems.model import Problem, ProblemKey
 from restrl.search.config import MCTSConfig
 
@@ -251,9 +252,7 @@ def best_completion(tree: Tree, rule: str = "best") -> Completion | None:
     """The answer of a test-phase search among its stored, valued completions, in depth-first
     node order: by default the highest reward, the first on a tie (as the original's stable
     sort over its preorder list); `rule="vote"`: the program whose copies' rewards sum highest
-    (`restrl.evaluation.selection.pick_answer`). None when nothing has been valued."""
-    from restrl.evaluation.selection import pick_answer
-
+    (`restrl.answers.pick_answer`). None when nothing has been valued."""
     valued = [c for node in tree.preorder() for c in node.completions if c.reward is not None]
     if not valued:
         return None

@@ -84,6 +84,7 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
         completions = _verified_samples(store, problems_ref, generator, config, verify_config,
                                         run_ids)
         budgets = range(1, config.sampling.n + 1)  # the curves' points: k = 1..N
+        rows += _majority_votes(completions, config, metrics, points)
         if "sample" in config.methods:
             sampled = sample_metrics(completions, ks=[k for k in config.ks
                                                       if k <= config.sampling.n])
@@ -93,7 +94,6 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
             curve = sample_metrics(completions, ks=budgets)
             points += [("sample", k, curve[f"pass@{k}"]) for k in budgets if f"pass@{k}" in curve]
             rows += [_row(c, "sample", 1, None) for c in completions]
-            rows += _majority_votes(completions, config, metrics, points)
         if "best_of_n" in config.methods:
             scores = score_completions(_scorer(store, config, value_model), completions,
                                        problems, config.rm_type)
@@ -131,8 +131,9 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
 
 def _majority_votes(completions: list[dict[str, Any]], config: EvalConfig,
                     metrics: dict[str, float], points: list[Point]) -> list[dict[str, Any]]:
-    """The plain majority vote of each N of `best_of_n` (no scorer: every sample one vote), so
-    that a scored vote's gain over it is the scorer's; its metrics, curve and rows."""
+    """The plain majority vote (no scorer: every sample one vote), so that a scored vote's gain
+    over it is the scorer's: its curve over N = 1..sampling.n, and metrics and rows for each N
+    of `best_of_n`."""
     from restrl.evaluation import choose_best_of_n, selection_metrics
     from restrl.evaluation.budget import sampling_budget
 
@@ -206,10 +207,14 @@ def _mcts(store: ArtifactStore, problems: list[Problem], generator: GeneratorSpe
             chosen = {rule: [best_completion(tree, rule) for tree in trees] for rule in rules}
             programs = {rule: [c.program if c is not None else "" for c in answers]
                         for rule, answers in chosen.items()}
-            flat = verifier.verify(problems * len(rules),
-                                   [p for rule in rules for p in programs[rule]])
-            verdicts = {rule: flat[i * len(problems):(i + 1) * len(problems)]
-                        for i, rule in enumerate(rules)}
+            # A program two rules both chose is verified once: both report the same verdict.
+            pairs = list(dict.fromkeys((i, programs[rule][i]) for rule in rules
+                                       for i in range(len(problems))))
+            judged = dict(zip(pairs, verifier.verify([problems[i] for i, _ in pairs],
+                                                     [program for _, program in pairs]),
+                              strict=True))
+            verdicts = {rule: [judged[i, programs[rule][i]] for i in range(len(problems))]
+                        for rule in rules}
     finally:
         policy.close()
     spent = search_budget(trees)
