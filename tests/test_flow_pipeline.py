@@ -100,4 +100,3 @@ def test_pipeline_runs_end_to_end_and_reports_every_method(prefect_harness, tmp_
     assert {m.key for m in models["value_model"].metrics} >= {"after/mse", "after/accuracy"}
     graphs = [a.path for a in client.list_artifacts(result["mlflow_run_id"], "lineage")]
     assert graphs == ["lineage/policy.mmd", "lineage/value_model.mmd"]
-
