@@ -20,6 +20,8 @@ from restrl.problems.model import Problem, index_problems
 from restrl.scoring import Scorer
 
 RM_TYPES = ("orm", "prm")
+
+
 def prm_prefixes(answer: str) -> list[str]:
     """The partial answers a PRM scores: every prefix of `answer` that ends at a line boundary
     (any `str.splitlines` boundary), text unchanged, so the last one is the answer itself and

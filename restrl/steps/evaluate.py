@@ -67,7 +67,6 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
                  value_model: str | None, config: EvalConfig, verify_config: VerifyConfig,
                  run_ids: RunIds | None) -> tuple[list[dict], dict[str, Any]]:
     from restrl.evaluation import (
-        choose_best_of_n,
         sample_metrics,
         score_completions,
         selection_metrics,
@@ -84,7 +83,10 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
         completions = _verified_samples(store, problems_ref, generator, config, verify_config,
                                         run_ids)
         budgets = range(1, config.sampling.n + 1)  # the curves' points: k = 1..N
-        rows += _majority_votes(completions, config, metrics, points)
+        # The plain majority vote (every sample one vote, no scorer): a scored vote's gain
+        # over it is the scorer's.
+        rows += _select(completions, [1.0] * len(completions), "vote", "majority_vote",
+                        "majority_of_{n}", config, metrics, points)
         if "sample" in config.methods:
             sampled = sample_metrics(completions, ks=[k for k in config.ks
                                                       if k <= config.sampling.n])
@@ -102,16 +104,9 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
                                       [(c["domain"], c["problem_id"]) for c in completions])
             metrics.update({f"value_model/{k}": v for k, v in ranking.items()})
             calibration = calibration_bins(scores, rewards)
-            for rule, n in ((rule, n) for rule in config.answer_rules for n in budgets):
-                chosen = choose_best_of_n(completions, scores, n, rule)
-                chosen_metrics = selection_metrics(chosen)
-                method, key = "best_of_n" + RULE_SUFFIX[rule], f"best_of_{n}{RULE_SUFFIX[rule]}"
-                points.append((method, n, chosen_metrics.get("accuracy", 0.0)))
-                if n in config.best_of_n:
-                    metrics.update({f"{key}/{k}": v for k, v in chosen_metrics.items()})
-                    metrics.update({f"{key}/{k}": v
-                                    for k, v in sampling_budget(completions, n).items()})
-                    rows += [_row(c, method, n, c["score"]) for c in chosen]
+            for rule in config.answer_rules:
+                rows += _select(completions, scores, rule, "best_of_n" + RULE_SUFFIX[rule],
+                                "best_of_{n}" + RULE_SUFFIX[rule], config, metrics, points)
     for search in ("vm_mcts", "oracle_mcts"):
         if search in config.methods:
             # The verifier's rewards are exact: the oracle takes the highest.
@@ -129,25 +124,26 @@ def _run_methods(store: ArtifactStore, problems_ref: ArtifactRef, generator: Gen
     return rows, {"metrics": metrics, "points": points, "calibration": calibration}
 
 
-def _majority_votes(completions: list[dict[str, Any]], config: EvalConfig,
-                    metrics: dict[str, float], points: list[Point]) -> list[dict[str, Any]]:
-    """The plain majority vote (no scorer: every sample one vote), so that a scored vote's gain
-    over it is the scorer's: its curve over N = 1..sampling.n, and metrics and rows for each N
-    of `best_of_n`."""
+def _select(completions: list[dict[str, Any]], scores: list[float], rule: str, method: str,
+            prefix: str, config: EvalConfig, metrics: dict[str, float],
+            points: list[Point]) -> list[dict[str, Any]]:
+    """One answer per problem from its first N samples by `rule` (`choose_best_of_n`): the
+    curve over N = 1..sampling.n, and for each N of `best_of_n` the metrics `prefix/...`
+    ({n} filled in; with the spend) and the chosen rows (a majority vote's carry no score)."""
     from restrl.evaluation import choose_best_of_n, selection_metrics
     from restrl.evaluation.budget import sampling_budget
 
     rows: list[dict[str, Any]] = []
-    votes = [1.0] * len(completions)
     for n in range(1, config.sampling.n + 1):
-        chosen = choose_best_of_n(completions, votes, n, "vote")
+        chosen = choose_best_of_n(completions, scores, n, rule)
         chosen_metrics = selection_metrics(chosen)
-        points.append(("majority_vote", n, chosen_metrics.get("accuracy", 0.0)))
+        points.append((method, n, chosen_metrics.get("accuracy", 0.0)))
         if n in config.best_of_n:
-            metrics.update({f"majority_of_{n}/{k}": v for k, v in chosen_metrics.items()})
-            metrics.update({f"majority_of_{n}/{k}": v
-                            for k, v in sampling_budget(completions, n).items()})
-            rows += [_row(c, "majority_vote", n, None) for c in chosen]
+            key = prefix.format(n=n)
+            metrics.update({f"{key}/{k}": v for k, v in
+                            {**chosen_metrics, **sampling_budget(completions, n)}.items()})
+            scored = method != "majority_vote"
+            rows += [_row(c, method, n, c["score"] if scored else None) for c in chosen]
     return rows
 
 
