@@ -11,7 +11,7 @@ import pytest
 
 from restrl.problems import Problem, read_humaneval, read_problems
 from restrl.sandbox import Limits, Verifier, verify
-from restrl.sandbox.pool import bwrap_works
+from restrl.sandbox.pool import bwrap_works, usable_cores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "problems"
 
@@ -159,6 +159,17 @@ def _processes_named(marker: str) -> list[int]:
             if marker.encode() in cmdline:
                 found.append(int(entry))
     return found
+
+
+def test_each_worker_runs_its_jobs_on_one_core_and_workers_on_different_cores():
+    one_core = "import os\nprint(len(os.sched_getaffinity(0)))\n"
+    with Verifier(workers=2, limits=Limits(timeout=2.0)) as v:
+        verdicts = v.verify([stdio_problem(["\n"], ["1\n"])] * 4, [one_core] * 4)
+        v.verify([problem("p", tests=CHECK_F)] * 4, ["def f(x):\n    return x + 1\n"] * 4)
+        cores = [worker.core for worker in v.pool.workers]
+    assert [x.reward for x in verdicts] == [1.0] * 4
+    assert len(cores) == min(2, len(usable_cores()))
+    assert len(set(cores)) == len(cores)
 
 
 def test_infinite_loop_times_out(verifier):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -299,6 +300,30 @@ def _count_own_processes() -> int:
     return count
 
 
+def usable_cores() -> list[int]:
+    """The cores this process may run on (a cpuset or `taskset` narrows them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+_workers_made = itertools.count()  # across pools: two one-worker pools get different cores
+
+
+def next_worker_core() -> int | None:
+    """The core the next worker runs on (its server, checker and jobs alike), or None.
+
+    A job is a chain of processes that hand over to each other (the checker calls the
+    program, the program answers): on one core each hand-over is a plain context switch, on
+    two it wakes an idle core, which costs more than the call (3.9 against 1.2 ms per
+    HumanEval check on these machines). It also keeps one worker's jobs off another's core.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = usable_cores()
+    return cores[next(_workers_made) % len(cores)]
+
+
 @cache
 def _spawner() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="restrl-sandbox-spawner")
@@ -320,10 +345,12 @@ class SandboxWorker:
         self.checker_uid = self.uid + CHECKER_UID_OFFSET if self.uid is not None else None
         self._tmp: str | None = None
         self._buffer = b""
+        self.core = next_worker_core()
 
     def start(self) -> None:
         config: dict = {"uid": self.uid, "checker_uid": self.checker_uid,
                         "preload": list(self.preload), "in_namespace": self.isolation == "bwrap",
+                        "cpu": self.core,
                         **_site_config()}
         env = program_env()
         # -S: the server sets up what `site` would itself (see _site_config), skipping its
@@ -445,7 +472,7 @@ class SandboxPool:
 
     def __init__(self, workers: int | None = None, isolation: str = "auto",
                  preload: tuple[str, ...] = DEFAULT_PRELOAD, domains: Sequence[str] = ()):
-        cores = os.cpu_count() or 1
+        cores = len(usable_cores())
         self.size = max(1, min(workers or cores, cores))
         self.isolation = resolve_isolation(isolation, domains)
         # Only the toy domain runs in the unrequested fallback.
@@ -456,6 +483,11 @@ class SandboxPool:
         self._all: list[SandboxWorker] = []
         self._lock = threading.Lock()
         self._nproc_floor = 0 if os.geteuid() == 0 else _count_own_processes()
+
+    @property
+    def workers(self) -> list[SandboxWorker]:
+        """The workers started so far."""
+        return list(self._all)
 
     def check_domain(self, domain: str) -> None:
         """Refuse a domain the pool's isolation is not good enough for."""

@@ -2014,6 +2014,9 @@ def _site(config: dict) -> None:
 def main() -> None:
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     _site(config)
+    if config.get("cpu") is not None:  # inherited by the zygote, the checker and every job
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {config["cpu"]})
     # Our fds (the reply channel), memory and environment are out of reach of the programs,
     # even where they run as our uid (an ordinary user's sandbox): /proc/<ppid>/fd needs ptrace.
     _set_nondumpable()
