@@ -116,9 +116,9 @@ def check_deepspeed() -> list[Check]:
 
 def check_sandbox() -> list[Check]:
     """Whether bubblewrap isolates programs here (dataset domains refuse to run without it)."""
-    from restrl.sandbox import pool
+    from restrl.sandbox.isolation import bwrap_works
 
-    ok = pool.bwrap_works()
+    ok = bwrap_works()
     return [Check("sandbox", ok, "bubblewrap works: programs run isolated" if ok else
                   "bubblewrap is not usable: only the toy domain runs (rlimits); see "
                   "docker/README.md, 'The sandbox in a container'")]

@@ -104,3 +104,29 @@ def test_verify_humaneval_defaults_to_the_packaged_problems(tmp_path):
     assert json.loads(out.read_text())["status"] == "failed"
     other = run("verify", "--domain", "apps", "--completions", str(completions), "--out", str(out))
     assert other.returncode == 2 and "--problems is needed for --domain apps" in other.stderr
+
+
+def test_verify_starts_its_workers_before_parsing_and_only_for_verify(monkeypatch):
+    from restrl import cli
+    from restrl.sandbox import pool
+
+    started = []
+    monkeypatch.setattr(pool, "start_pool", lambda *args: started.append(args) or args)
+    monkeypatch.setattr(cli, "_EARLY_POOLS", {})
+    cli.start_verify_workers_early(["verify", "--domain", "apps", "--workers=2", "--out", "o"])
+    cli.start_verify_workers_early(["verify", "--domain", "apps", "--workers", "two"])
+    cli.start_verify_workers_early(["verify", "--help", "--domain", "apps"])
+    cli.start_verify_workers_early(["run", "pipeline", "--domain", "apps"])
+    assert started == [(2, "auto", ["apps"])]
+    assert list(cli._EARLY_POOLS) == [("apps", 2, "auto")]
+
+
+def test_verify_judges_right_when_set_overrides_the_early_workers(tmp_path):
+    completions = write_jsonl(tmp_path / "c.jsonl", [
+        {"problem_id": "101", "program": "a, b = map(int, input().split())\nprint(a + b)\n"}])
+    out = tmp_path / "v.jsonl"
+    result = run("verify", "--domain", "apps", "--problems", str(FIXTURES / "apps_seed.jsonl"),
+                 "--completions", str(completions), "--out", str(out), "--workers", "2",
+                 "--set", "workers=1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["reward"] == 1.0

@@ -11,7 +11,8 @@ import pytest
 
 from restrl.problems import Problem, read_humaneval, read_problems
 from restrl.sandbox import Limits, Verifier, verify
-from restrl.sandbox.pool import bwrap_works, usable_cores
+from restrl.sandbox.isolation import bwrap_works
+from restrl.sandbox.pool import usable_cores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "problems"
 
@@ -131,7 +132,7 @@ def test_verdicts_record_their_isolation(verifier):
 
 
 def test_rlimits_fallback_judges_programs_as_an_unprivileged_uid_or_refuses():
-    from restrl.sandbox.pool import IsolationUnavailable, runtime_readable_by_others
+    from restrl.sandbox.isolation import IsolationUnavailable, runtime_readable_by_others
 
     p = problem("p", tests=CHECK_F)
     programs = ["import os\nassert os.getuid() != 0 and os.geteuid() != 0\n"
@@ -380,7 +381,7 @@ def test_sandbox_works_for_an_ordinary_user(tmp_path):
     import subprocess
     import sys
 
-    from restrl.sandbox.pool import _closed_ancestor, _runtime_paths
+    from restrl.sandbox.isolation import _closed_ancestor, _runtime_paths
 
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root (to switch to an ordinary user) and setpriv")

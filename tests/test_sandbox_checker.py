@@ -11,8 +11,8 @@ import pytest
 
 from restrl.problems import Problem
 from restrl.sandbox import Limits, Verifier
-from restrl.sandbox.pool import DEFAULT_PRELOAD, bwrap_works
-from restrl.sandbox.verify import preload_for
+from restrl.sandbox.isolation import bwrap_works
+from restrl.sandbox.pool import DEFAULT_PRELOAD, preload_for
 
 CHECK_F = "def check(candidate):\n    assert candidate(2) == 3\n    assert candidate(5) == 6\n"
 GOOD_F = "def f(x):\n    return x + 1\n"

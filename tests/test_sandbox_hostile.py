@@ -17,9 +17,8 @@ import pytest
 
 from restrl.problems import Problem, read_humaneval
 from restrl.problems.humaneval import default_humaneval_path
-from restrl.sandbox import Limits, Verifier
-from restrl.sandbox import pool as pool_module
-from restrl.sandbox.pool import IsolationUnavailable, bwrap_works
+from restrl.sandbox import Limits, Verifier, isolation
+from restrl.sandbox.isolation import IsolationUnavailable, bwrap_works
 
 FIXTURES = Path(__file__).parent / "fixtures" / "problems"
 CHECK_F = "def check(candidate):\n    assert candidate(2) == 3\n    assert candidate(5) == 6\n"
@@ -389,8 +388,8 @@ def test_mixed_load_honest_verdicts_equal_their_verdicts_alone():
 # ----------------------------------------------------------------------------- no isolation
 
 def test_without_bubblewrap_dataset_domains_are_refused_with_how_to_install(monkeypatch):
-    pool_module._bwrap_problem.cache_clear()
-    monkeypatch.setattr(pool_module, "_bwrap_problem", lambda: "bwrap is not installed")
+    isolation._bwrap_problem.cache_clear()
+    monkeypatch.setattr(isolation, "_bwrap_problem", lambda: "bwrap is not installed")
     for domains in (["humaneval"], ["apps"], []):
         with pytest.raises(IsolationUnavailable, match="apt-get install bubblewrap"):
             Verifier(workers=1, domains=domains)
@@ -399,7 +398,7 @@ def test_without_bubblewrap_dataset_domains_are_refused_with_how_to_install(monk
 
 
 def test_without_bubblewrap_the_toy_domain_runs_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setattr(pool_module, "_bwrap_problem", lambda: "bwrap is not installed")
+    monkeypatch.setattr(isolation, "_bwrap_problem", lambda: "bwrap is not installed")
     toy = Problem(problem_id="t", domain="toy", prompt="", init_code="", tests=CHECK_F,
                   entry_point="f", io_mode="check")
     with caplog.at_level("WARNING", logger="restrl.sandbox"), \

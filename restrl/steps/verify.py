@@ -39,11 +39,12 @@ class VerifyConfig:
     workers: int | None = Field(None, description="Parallel sandboxes (None: the core count).")
     shard_rows: int = Field(256, description="Verdicts per committed shard.")
 
-    def verifier(self, domains: Sequence[str]) -> Any:
-        """A warm `Verifier` with these settings for programs of `domains` (close it)."""
+    def verifier(self, domains: Sequence[str], pool: Any = None) -> Any:
+        """A warm `Verifier` with these settings for programs of `domains` (close it); `pool`:
+        one already started with this config's `workers` and `isolation` (`start_pool`)."""
         from restrl.sandbox import Verifier
 
-        return Verifier(self.workers, self.limits, self.isolation, domains, self.checks)
+        return Verifier(self.workers, self.limits, self.isolation, domains, self.checks, pool)
 
 
 def plan_verify(store: ArtifactStore, problems_ref: ArtifactRef, completions_ref: ArtifactRef,

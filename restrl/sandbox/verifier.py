@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from restrl.problems.model import Problem
 from restrl.sandbox.checkers import DEFAULT_OPTIONS, CheckOptions, check_program
 from restrl.sandbox.limits import Limits
-from restrl.sandbox.pool import DEFAULT_PRELOAD, SandboxPool
+from restrl.sandbox.pool import SandboxPool
 from restrl.sandbox.verdict import Verdict
-
-# Modules each worker imports once, so that a forked job finds them loaded, per domain: the
-# APPS import header, and the libraries the DS1000 / BigCodeBench tests import.
-PRELOAD_BY_DOMAIN: dict[str, tuple[str, ...]] = {
-    "apps": ("fractions", "functools", "heapq", "random", "time", "typing", "numpy"),
-    "bigcodebench": ("numpy", "pandas"),
-    "ds1000": ("numpy", "pandas"),
-}
-# Domains judged by the checker process only (`check(candidate)`): their workers skip
-# unittest.mock (and the asyncio, threading and logging it loads, whose at-fork handlers
-# make every forked job touch, and so copy, a few hundred more pages).
-CHECK_ONLY_DOMAINS = frozenset({"humaneval", "toy"})
-# What HumanEval programs import (typing: one in eight). Not `random`: its at-fork reseeding
-# costs every job, and the tests that use it run in the checker, which imports it itself.
-CHECK_PRELOAD = (*(m for m in DEFAULT_PRELOAD if m != "unittest.mock"), "typing", "string", "copy")
-
-
-def preload_for(domains: Sequence[str]) -> tuple[str, ...]:
-    """Modules each worker imports before forking jobs (no domains given: those of all)."""
-    if domains and set(domains) <= CHECK_ONLY_DOMAINS:
-        return CHECK_PRELOAD
-    wanted = domains or tuple(PRELOAD_BY_DOMAIN)
-    extra = dict.fromkeys(m for d in wanted for m in PRELOAD_BY_DOMAIN.get(d, ())
-                          if m not in DEFAULT_PRELOAD)
-    return DEFAULT_PRELOAD + tuple(m for m in extra if importlib.util.find_spec(m) is not None)
 
 
 class Verifier:
@@ -43,15 +17,16 @@ class Verifier:
 
     `limits` bound time and memory per kind of test (`Limits`); `options` choose how outcomes
     are judged (`CheckOptions`; the defaults give the original ReST-RL rewards). Uses at most
-    one worker per core: timeouts must measure the program, not the load.
+    one worker per core: timeouts must measure the program, not the load. `pool`: one already
+    started for these `workers`, `isolation` and `domains` (`start_pool`); the verifier closes it.
     """
 
     def __init__(self, workers: int | None = None, limits: Limits | None = None,
                  isolation: str = "auto", domains: Sequence[str] = (),
-                 options: CheckOptions | None = None):
+                 options: CheckOptions | None = None, pool: SandboxPool | None = None):
         self.limits = limits or Limits()
         self.options = options or DEFAULT_OPTIONS
-        self.pool = SandboxPool(workers, isolation, preload_for(domains), domains)
+        self.pool = pool or SandboxPool(workers, isolation, None, domains)
 
     @property
     def isolation(self) -> str:
