@@ -12,7 +12,7 @@ import pytest
 from restrl.problems import Problem, read_humaneval, read_problems
 from restrl.sandbox import Limits, Verifier, verify
 from restrl.sandbox.isolation import bwrap_works
-from restrl.sandbox.pool import usable_cores
+from restrl.sandbox.pool import start_pool, usable_cores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "problems"
 
@@ -171,6 +171,16 @@ def test_each_worker_runs_its_jobs_on_one_core_and_workers_on_different_cores():
     assert [x.reward for x in verdicts] == [1.0] * 4
     assert len(cores) == min(2, len(usable_cores()))
     assert len(set(cores)) == len(cores)
+
+
+def test_a_pool_started_early_judges_like_one_started_at_its_first_job():
+    early = start_pool(2, "auto", ["humaneval"]).result()
+    assert len(early.workers) == min(2, len(usable_cores()))
+    with Verifier(limits=Limits(timeout=2.0), pool=early) as v:
+        verdicts = v.verify([problem("p", tests=CHECK_F)] * 2,
+                            ["def f(x):\n    return x + 1\n", "def f(x):\n    return x\n"])
+    assert [x.reward for x in verdicts] == [1.0, 0.0]
+    assert {x.isolation for x in verdicts} == {early.isolation}
 
 
 def test_infinite_loop_times_out(verifier):

@@ -19,6 +19,7 @@ from restrl.problems import Problem, read_humaneval
 from restrl.problems.humaneval import default_humaneval_path
 from restrl.sandbox import Limits, Verifier, isolation
 from restrl.sandbox.isolation import IsolationUnavailable, bwrap_works
+from restrl.sandbox.pool import start_pool
 
 FIXTURES = Path(__file__).parent / "fixtures" / "problems"
 CHECK_F = "def check(candidate):\n    assert candidate(2) == 3\n    assert candidate(5) == 6\n"
@@ -395,6 +396,19 @@ def test_without_bubblewrap_dataset_domains_are_refused_with_how_to_install(monk
             Verifier(workers=1, domains=domains)
     with pytest.raises(IsolationUnavailable, match="isolation='rlimits'"):
         Verifier(workers=1, domains=["bigcodebench"])
+
+
+def test_a_pool_started_early_still_refuses_dataset_domains_without_bubblewrap(monkeypatch):
+    # start_pool starts bubblewrap workers before the probe answers: they must not be kept.
+    monkeypatch.setattr(isolation, "_bwrap_problem", lambda: "bwrap is not installed")
+    with pytest.raises(IsolationUnavailable, match="apt-get install bubblewrap"):
+        start_pool(1, "auto", ["humaneval"]).result()
+    toy = start_pool(1, "auto", ["toy"]).result()
+    try:
+        assert toy.isolation == "rlimits"
+        assert [w.isolation for w in toy.workers] == ["rlimits"]
+    finally:
+        toy.close()
 
 
 def test_without_bubblewrap_the_toy_domain_runs_with_a_warning(monkeypatch, caplog):

@@ -281,10 +281,12 @@ class SandboxPool:
     """
 
     def __init__(self, workers: int | None = None, isolation: str = "auto",
-                 preload: tuple[str, ...] | None = None, domains: Sequence[str] = ()):
+                 preload: tuple[str, ...] | None = None, domains: Sequence[str] = (),
+                 resolved: str | None = None):
         cores = len(usable_cores())
         self.size = max(1, min(workers or cores, cores))
-        self.isolation = resolve_isolation(isolation, domains)
+        # `resolved`: what `resolve_isolation` will answer, known to the caller (`start_pool`)
+        self.isolation = resolved or resolve_isolation(isolation, domains)
         # Only the toy domain runs in the unrequested fallback.
         self.domains = (None if isolation == "rlimits" or self.isolation == "bwrap"
                         else FALLBACK_DOMAINS)
@@ -301,17 +303,20 @@ class SandboxPool:
 
     def start(self) -> SandboxPool:
         """Start every worker now, together, instead of each at its first job."""
+        for error in self._start_all():  # started again at its first job, which reports it
+            log.warning("%s; trying again at its first job", error)
+        return self
+
+    def _start_all(self) -> list[str]:
         with self._lock:
             new = [SandboxWorker(len(self._all) + i, self.isolation, self.preload)
                    for i in range(self.size - len(self._all))]
             self._all += new
         with ThreadPoolExecutor(max(1, len(new))) as executor:
             failed = [e for e in executor.map(_start_or_error, new) if e is not None]
-        for error in failed:  # it is started again at its first job, which reports the error
-            log.warning("%s; trying again at its first job", error)
         for worker in new:
             self.release(worker)
-        return self
+        return failed
 
     def check_domain(self, domain: str) -> None:
         """Refuse a domain the pool's isolation is not good enough for."""
@@ -364,6 +369,28 @@ def _start_or_error(worker: SandboxWorker) -> str | None:
     return None
 
 
+def _started_pool(workers: int | None, isolation: str, domains: Sequence[str]) -> SandboxPool:
+    """A started pool. Where bubblewrap is installed and may be used, its workers start under it
+    while the probe of whether it works runs (~30 ms), and are kept if it does."""
+    if isolation not in ("auto", "bwrap") or shutil.which("bwrap") is None:
+        return SandboxPool(workers, isolation, None, domains).start()
+    hopeful = SandboxPool(workers, isolation, None, domains, resolved="bwrap")
+    with ThreadPoolExecutor(1) as prober:
+        answer = prober.submit(resolve_isolation, isolation, domains)
+        failed = hopeful._start_all()
+        try:
+            works = answer.result() == "bwrap"
+        except BaseException:
+            hopeful.close()
+            raise
+    if not works:  # the toy domain without working bubblewrap: rlimits, as resolved
+        hopeful.close()
+        return SandboxPool(workers, isolation, None, domains).start()
+    for error in failed:
+        log.warning("%s; trying again at its first job", error)
+    return hopeful
+
+
 def start_pool(workers: int | None = None, isolation: str = "auto",
                domains: Sequence[str] = ()) -> Future[SandboxPool]:
     """A pool for `domains`, its workers starting in a background thread from now on.
@@ -375,7 +402,7 @@ def start_pool(workers: int | None = None, isolation: str = "auto",
 
     def start() -> None:
         try:
-            future.set_result(SandboxPool(workers, isolation, None, domains).start())
+            future.set_result(_started_pool(workers, isolation, domains))
         except BaseException as exc:  # noqa: BLE001 - the caller's .result() raises it
             future.set_exception(exc)
 
