@@ -74,6 +74,8 @@ CHECK_ONLY_DOMAINS = frozenset({"humaneval", "toy"})
 # What HumanEval programs import (typing: one in eight). Not `random`: its at-fork reseeding
 # costs every job, and the tests that use it run in the checker, which imports it itself.
 CHECK_PRELOAD = (*(m for m in DEFAULT_PRELOAD if m != "unittest.mock"), "typing", "string", "copy")
+
+
 @dataclass
 class RunResult:
     """What one job produced, as the sandbox server reported it."""
@@ -303,8 +305,7 @@ class SandboxPool:
 
     def start(self) -> SandboxPool:
         """Start every worker now, together, instead of each at its first job."""
-        for error in self._start_all():  # started again at its first job, which reports it
-            log.warning("%s; trying again at its first job", error)
+        _warn_not_started(self._start_all())
         return self
 
     def _start_all(self) -> list[str]:
@@ -369,6 +370,11 @@ def _start_or_error(worker: SandboxWorker) -> str | None:
     return None
 
 
+def _warn_not_started(errors: list[str]) -> None:
+    for error in errors:  # the worker starts again at its first job, which reports the error
+        log.warning("%s; trying again at its first job", error)
+
+
 def _started_pool(workers: int | None, isolation: str, domains: Sequence[str]) -> SandboxPool:
     """A started pool. Where bubblewrap is installed and may be used, its workers start under it
     while the probe of whether it works runs (~30 ms), and are kept if it does."""
@@ -386,8 +392,7 @@ def _started_pool(workers: int | None, isolation: str, domains: Sequence[str]) -
     if not works:  # the toy domain without working bubblewrap: rlimits, as resolved
         hopeful.close()
         return SandboxPool(workers, isolation, None, domains).start()
-    for error in failed:
-        log.warning("%s; trying again at its first job", error)
+    _warn_not_started(failed)
     return hopeful
 
 

@@ -1285,13 +1285,6 @@ _JOB_FDS = 5  # a job child's stdin, stdout, stderr and its two channel fds (3, 
 _RECORD = 9  # zygote -> server: b"P" + pid or b"S" + wait status, 8 bytes big-endian
 
 
-def _open_stdio() -> list:
-    """Text streams on fds 0, 1, 2 as a job's program sees them."""
-    return [open(0, encoding="utf-8", errors="replace", closefd=False),  # noqa: SIM115
-            open(1, "w", encoding="utf-8", closefd=False),  # noqa: SIM115
-            open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)]  # noqa: SIM115
-
-
 def _make_stdio() -> None:
     """Make the job children's stdio and argv once, in the zygote, stdio on a pipe like the
     jobs' own (so not seekable, not a tty): a child only swaps its fds 0-2 under streams that
@@ -1302,7 +1295,9 @@ def _make_stdio() -> None:
     os.close(read_end)
     os.close(write_end)
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = (
-        _open_stdio())
+        open(0, encoding="utf-8", errors="replace", closefd=False),  # noqa: SIM115
+        open(1, "w", encoding="utf-8", closefd=False),  # noqa: SIM115
+        open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False))  # noqa: SIM115
     sys.argv = ["program.py"]
 
 
