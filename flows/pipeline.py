@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from prefect import flow, get_run_logger
@@ -79,10 +80,17 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, object]:
         logger.info("\n%s", summary_markdown(summary))
     trained = evaluation["results"].get("trained", {}).get("metrics", {})
     return {"policy": policy, "value_model": stage2["value_model"], "summary": summary,
-            "value_model_auc": trained.get("value_model/auc"),
-            "value_model_within_problem_auc": trained.get("value_model/within_problem_auc"),
+            "value_model_auc": _measured(trained.get("value_model/auc")),
+            "value_model_within_problem_auc":
+                _measured(trained.get("value_model/within_problem_auc")),
             "evaluation": evaluation["results"], "mlflow_run_id": run_id,
             "stage1": stage1, "stage2": stage2}
+
+
+def _measured(value: float | None) -> float | None:
+    """None where a figure could not be measured (NaN: e.g. no problem with a passing and a
+    failing sample), so the summary stays valid JSON and says "-"."""
+    return None if value is None or math.isnan(value) else value
 
 
 def _publish_lineage(run: RunSettings, run_id: str, uris: list[str]) -> None:

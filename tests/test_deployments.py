@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 DEPLOYMENTS = {"self-training/self-training", "value-model/value-model", "evaluate/evaluate",
                "pipeline/pipeline", "retrain/weekly-retrain"}
 TINY_STAGE1 = {
-    "problems": [{"domain": "toy", "n": 4}], "eval_problems": None,
-    "sampling": {"n": 4, "max_tokens": 32, "shard_problems": 4},
+    # T 1.0 and 8 problems: the tiny model answers a family alike at T 0.7, and GRPO keeps
+    # only problems whose samples' rewards differ.
+    "problems": [{"domain": "toy", "n": 8}], "eval_problems": None,
+    "sampling": {"n": 4, "temperature": 1.0, "max_tokens": 32, "shard_problems": 8},
     "grpo": {"max_steps": 1, "num_generations": 4, "batch_size_per_device": 8,
              "max_completion_length": 32},
     "verification": {"limits": {"timeout": 2.0}, "workers": 1},

@@ -327,7 +327,10 @@ def train_grpo(model_path: str, rows: list[dict[str, Any]],
     from restrl.training.grpo_trainer import ResumableGRPOTrainer
 
     if not rows:
-        raise ValueError("no GRPO rows to train on")
+        raise ValueError(
+            "no GRPO rows to train on: ReST keeps a problem only where its samples' rewards "
+            "differ (std >= rest.std_accept_threshold) and here none did; sample more problems, "
+            "more samples per problem (sampling.n) or at a higher sampling.temperature")
     output_dir = Path(output_dir)
     args = grpo_trl_config(config, output_dir, checkpoint_dtype(model_path))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
