@@ -371,6 +371,52 @@ def test_ds1000_library_results_are_judged_out_of_process(one, library):
                    ) == [1.0, 0.0, 0.0]
 
 
+# Library values of other types than the input's, as correct solutions return them: each
+# judged as in the program's own process (the first passes, the second fails).
+RESULT_TYPE_CASES = {
+    "np.matrix": ("import numpy as np",
+                  "def generate_test_case(i):\n    a = np.arange(4).reshape(2, 2) + i\n"
+                  "    return a, a * 2\n",
+                  "    np.testing.assert_array_equal(result, ans)\n    return 1",
+                  "result = np.asmatrix(x * 2)\n", "result = np.asmatrix(x)\n"),
+    "masked array": ("import numpy as np",
+                     "def generate_test_case(i):\n    return np.array([1, -1, i]), "
+                     "np.array([1, 0, i])\n",
+                     "    np.testing.assert_array_equal(np.ma.filled(result, 0), ans)\n"
+                     "    return 1",
+                     "result = np.ma.masked_less(x, 0)\n", "result = np.ma.masked_less(x, 2)\n"),
+    "torch Parameter": ("import torch",
+                        "def generate_test_case(i):\n    return torch.ones(2) * i, "
+                        "torch.ones(2) * i * 2\n",
+                        "    return torch.equal(result.data, ans)",
+                        "result = torch.nn.Parameter(x * 2)\n",
+                        "result = torch.nn.Parameter(x)\n"),
+    "sparse with duplicates": ("import numpy as np\nfrom scipy import sparse",
+                               "def generate_test_case(i):\n    return i, 1\n",
+                               "    return result.nnz == ans",
+                               "result = sparse.csr_matrix(([1.0], [0], [0, 1, 1]), "
+                               "shape=(2, 2))\n",
+                               "result = sparse.csr_matrix(([1.0, 0.0], [0, 0], [0, 2, 2]), "
+                               "shape=(2, 2))\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RESULT_TYPE_CASES))
+def test_ds1000_results_of_library_subtypes_are_judged_as_in_process(one, kind):
+    pytest.importorskip("torch" if "torch" in kind else "scipy")
+    setup, cases, check, good, wrong = RESULT_TYPE_CASES[kind]
+    problem = ds1000(ds1000_context(setup, cases, check))
+    assert rewards(one, [(problem, good), (problem, wrong)]) == [1.0, 0.0]
+
+
+def test_ds1000_error_names_only_uncarried_data_the_test_looked_at(one):
+    leftover = "class _Mine:\n    pass\nhelper = _Mine()\n"
+    verdict, = one.verify([ds1000(PLAIN_DS1000)], [leftover + PLAIN_WRONG])
+    assert verdict.reward == 0.0 and "helper" not in verdict.error
+    verdict, = one.verify([ds1000(PLAIN_DS1000)], [ALWAYS_EQUAL_RESULT])
+    assert "result (_Any)" in verdict.error
+
+
 OBJECT_CASES = ("import types",
                 "def generate_test_case(i):\n    return i, types.SimpleNamespace(twice=2 * i)\n",
                 "    return result.twice == ans.twice")

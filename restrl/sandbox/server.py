@@ -782,7 +782,7 @@ def carry(value: object, depth: int = 0) -> object:
     return pack(value, depth, _carry_other)
 
 
-def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911
+def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911, PLR0912
     t = type(value)
     library, name = t.__module__.partition(".")[0], t.__name__
     if library == "numpy":
@@ -794,50 +794,125 @@ def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911
             if value.dtype.kind == "O":  # type: ignore[attr-defined]
                 return {"no": [list(value.shape),  # type: ignore[attr-defined]
                                [carry(v, depth + 1) for v in value.reshape(-1)]]}  # type: ignore[attr-defined]
+        elif t is np.matrix:
+            return {"nm": [carry(np.asarray(value), depth + 1)]}
+        elif t is np.ma.MaskedArray:
+            return {"nk": [carry(np.asarray(value.data), depth + 1),  # type: ignore[attr-defined]
+                           None if value.mask is np.ma.nomask  # type: ignore[attr-defined]
+                           else carry(np.asarray(value.mask), depth + 1),  # type: ignore[attr-defined]
+                           carry(value.fill_value, depth + 1), bool(value.hardmask)]}  # type: ignore[attr-defined]
         elif isinstance(value, np.generic) and value.dtype.kind in _ARRAY_KINDS:  # type: ignore[attr-defined]
             return {"ns": [value.dtype.str, _b64(value.tobytes())]}  # type: ignore[attr-defined]
     elif library == "pandas":
-        pd = sys.modules["pandas"]
-        if t is pd.DataFrame:
-            columns = [_carry_column(value.iloc[:, i], depth) for i in range(value.shape[1])]  # type: ignore[attr-defined]
-            return {"pf": [carry(value.index, depth + 1), carry(value.columns, depth + 1),  # type: ignore[attr-defined]
-                           columns, len(value)]}  # type: ignore[arg-type]
-        if t is pd.Series:
-            return {"pc": [carry(value.name, depth + 1), carry(value.index, depth + 1),  # type: ignore[attr-defined]
-                           _carry_column(value, depth)]}
-        if t is pd.RangeIndex:
-            return {"pr": [value.start, value.stop, value.step, carry(value.name, depth + 1)]}  # type: ignore[attr-defined]
-        if t is pd.MultiIndex:
-            return {"pm": [[carry(level, depth + 1) for level in value.levels],  # type: ignore[attr-defined]
-                           [carry(codes, depth + 1) for codes in value.codes],  # type: ignore[attr-defined]
-                           carry(list(value.names), depth + 1)]}  # type: ignore[attr-defined]
-        if isinstance(value, pd.Index):
-            freq = getattr(value, "freqstr", None)
-            return {"pi": [_carry_column(value, depth), carry(value.name, depth + 1),
-                           freq if type(freq) is str else None]}
-        if t is pd.Timestamp:
-            return {"pt": [value.value, value.unit, None if value.tz is None else str(value.tz)]}  # type: ignore[attr-defined]
-        if t is pd.Timedelta:
-            return {"pd": [value.value, value.unit]}  # type: ignore[attr-defined]
-        if value is pd.NaT or value is pd.NA:
-            return {"pn": ["NaT" if value is pd.NaT else "NA"]}
+        carried = _carry_pandas(value, depth, sys.modules["pandas"])
+        if carried is not None:
+            return carried
     elif library == "scipy" and name in _SPARSE and t.__module__.startswith("scipy.sparse"):
-        coo = value.tocoo()  # type: ignore[attr-defined]
-        return {"sp": [name, list(value.shape), carry(coo.row, depth + 1),  # type: ignore[attr-defined]
-                       carry(coo.col, depth + 1), carry(coo.data, depth + 1)]}
-    elif library == "torch" and name == "Tensor" and t.__module__ == "torch":
-        if value.layout == sys.modules["torch"].strided and value.device.type == "cpu":  # type: ignore[attr-defined]
+        # The format's own arrays, so duplicates, index order and block size arrive as they left.
+        fmt = value.format  # type: ignore[attr-defined]
+        if fmt in ("csr", "csc", "bsr"):
+            parts = [value.data, value.indices, value.indptr]  # type: ignore[attr-defined]
+        elif fmt == "dia":
+            parts = [value.data, value.offsets]  # type: ignore[attr-defined]
+        else:  # coo as it is; lil and dok (no duplicates, no order) through coo
+            coo = value if fmt == "coo" else value.tocoo()  # type: ignore[attr-defined]
+            parts = [coo.data, coo.row, coo.col]
+        return {"sp": [name, list(value.shape), [carry(p, depth + 1) for p in parts]]}  # type: ignore[attr-defined]
+    elif library == "torch" and t.__module__ in ("torch", "torch.nn.parameter"):
+        torch = sys.modules["torch"]
+        if name == "Size":
+            return {"ts": [int(n) for n in value]}  # type: ignore[attr-defined]
+        if (name in ("Tensor", "Parameter") and value.layout == torch.strided  # type: ignore[attr-defined]
+                and value.device.type == "cpu"):  # type: ignore[attr-defined]
             return {"tt": [str(value.dtype).removeprefix("torch."), bool(value.requires_grad),  # type: ignore[attr-defined]
-                           carry(value.detach().numpy(), depth + 1)]}  # type: ignore[attr-defined]
+                           name == "Parameter", carry(_tensor_bits(value), depth + 1)]}
+    elif t in _stdlib_types():
+        return _carry_stdlib(value, t)
     raise TypeError(f"a value of type {name} is not carried")
 
 
+def _tensor_bits(tensor: object) -> object:
+    """A CPU tensor's values as a numpy array; dtypes numpy lacks (bfloat16, float8) as the
+    unsigned integers of the same width."""
+    plain = tensor.detach()  # type: ignore[attr-defined]
+    try:
+        return plain.numpy()
+    except TypeError:
+        torch = sys.modules["torch"]
+        width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+        return plain.view(width[plain.element_size()]).numpy()
+
+
+def _carry_pandas(value: object, depth: int, pd: types.ModuleType) -> object:  # noqa: PLR0911
+    t = type(value)
+    if t is pd.DataFrame:
+        columns = [_carry_column(value.iloc[:, i], depth) for i in range(value.shape[1])]  # type: ignore[attr-defined]
+        return {"pf": [carry(value.index, depth + 1), carry(value.columns, depth + 1),  # type: ignore[attr-defined]
+                       columns, len(value)]}  # type: ignore[arg-type]
+    if t is pd.Series:
+        return {"pc": [carry(value.name, depth + 1), carry(value.index, depth + 1),  # type: ignore[attr-defined]
+                       _carry_column(value, depth)]}
+    if t is pd.RangeIndex:
+        return {"pr": [value.start, value.stop, value.step, carry(value.name, depth + 1)]}  # type: ignore[attr-defined]
+    if t is pd.MultiIndex:
+        return {"pm": [[carry(level, depth + 1) for level in value.levels],  # type: ignore[attr-defined]
+                       [carry(codes, depth + 1) for codes in value.codes],  # type: ignore[attr-defined]
+                       carry(list(value.names), depth + 1)]}  # type: ignore[attr-defined]
+    if isinstance(value, pd.Index):
+        freq = getattr(value, "freqstr", None)
+        return {"pi": [_carry_column(value, depth), carry(value.name, depth + 1),
+                       freq if type(freq) is str else None]}
+    if t is pd.Timestamp:
+        return {"pt": [value.value, value.unit, None if value.tz is None else str(value.tz)]}  # type: ignore[attr-defined]
+    if t is pd.Timedelta:
+        return {"pd": [value.value, value.unit]}  # type: ignore[attr-defined]
+    if t is pd.Period:
+        return {"pp": [value.ordinal, value.freqstr]}  # type: ignore[attr-defined]
+    if t is pd.Interval:
+        return {"pv": [carry(value.left, depth + 1), carry(value.right, depth + 1),  # type: ignore[attr-defined]
+                       value.closed]}  # type: ignore[attr-defined]
+    if value is pd.NaT or value is pd.NA:
+        return {"pn": ["NaT" if value is pd.NaT else "NA"]}
+    return None
+
+
 def _carry_column(values: object, depth: int) -> list:
-    """A Series' or an Index's values with their dtype (numpy dtypes as raw arrays)."""
+    """A Series' or an Index's values with their dtype: numpy dtypes as raw arrays,
+    categoricals as categories and codes, other extension dtypes element by element."""
     dtype = values.dtype  # type: ignore[attr-defined]
     np = sys.modules["numpy"]
-    array = values.to_numpy() if isinstance(dtype, np.dtype) else values.to_numpy(dtype=object)  # type: ignore[attr-defined]
-    return [str(dtype), carry(array, depth + 1)]
+    if isinstance(dtype, np.dtype):
+        return [str(dtype), carry(values.to_numpy(), depth + 1)]  # type: ignore[attr-defined]
+    if isinstance(dtype, sys.modules["pandas"].CategoricalDtype):
+        return ["category", carry(dtype.categories, depth + 1), bool(dtype.ordered),
+                carry(np.asarray(values.array.codes), depth + 1)]  # type: ignore[attr-defined]
+    return [str(dtype), carry(values.to_numpy(dtype=object), depth + 1)]  # type: ignore[attr-defined]
+
+
+def _stdlib_types() -> dict[type, str]:
+    import datetime
+    import decimal
+    import fractions
+
+    return {datetime.date: "date", datetime.datetime: "datetime", datetime.time: "time",
+            datetime.timedelta: "timedelta", decimal.Decimal: "decimal",
+            fractions.Fraction: "fraction", range: "range"}
+
+
+def _carry_stdlib(value: object, t: type) -> object:
+    kind = _stdlib_types()[t]
+    if kind in ("date", "datetime", "time"):
+        if getattr(value, "fold", 0) or type(getattr(value, "tzinfo", None)) not in (
+                type(None), sys.modules["datetime"].timezone):
+            raise TypeError(f"a {kind} with this time zone is not carried")
+        return {"sd": [kind, value.isoformat()]}  # type: ignore[attr-defined]
+    if kind == "timedelta":
+        return {"sd": [kind, [value.days, value.seconds, value.microseconds]]}  # type: ignore[attr-defined]
+    if kind == "fraction":
+        return {"sd": [kind, [value.numerator, value.denominator]]}  # type: ignore[attr-defined]
+    if kind == "range":
+        return {"sd": [kind, [value.start, value.stop, value.step]]}  # type: ignore[attr-defined]
+    return {"sd": [kind, str(value)]}  # decimal
 
 
 def uncarry(data: object) -> object:
@@ -854,7 +929,7 @@ def _uncarry_other(tag: str, body: list, depth: int) -> object:  # noqa: C901, P
     def part(item: object) -> object:
         return unpack(item, depth + 1, _uncarry_other)
 
-    np = importlib.import_module("numpy") if tag in ("nd", "no", "ns") else None
+    np = importlib.import_module("numpy") if tag in ("nd", "no", "ns", "nm", "nk") else None
     if tag == "nd" and len(body) == 3:
         dtype = np.dtype(body[0])
         if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
@@ -870,56 +945,138 @@ def _uncarry_other(tag: str, body: list, depth: int) -> object:  # noqa: C901, P
         if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
             raise ValueError(f"dtype {body[0]!r} is not carried as bytes")
         return np.frombuffer(base64.b64decode(body[1]), dtype=dtype)[0]
-    if tag in ("pf", "pc", "pr", "pm", "pi", "pt", "pd", "pn"):
-        pd = importlib.import_module("pandas")
-        if tag == "pf" and len(body) == 4 and type(body[2]) is list:
-            index, columns = part(body[0]), part(body[1])
-            columns_by_position = {i: _uncarry_column(c, depth, index)
-                                   for i, c in enumerate(body[2])}
-            frame = pd.DataFrame(columns_by_position, index=index)
-            frame.columns = columns
-            return frame
-        if tag == "pc" and len(body) == 3:
-            series = _uncarry_column(body[2], depth, part(body[1]))
-            series.name = part(body[0])
-            return series
-        if tag == "pr" and len(body) == 4:
-            return pd.RangeIndex(body[0], body[1], body[2], name=part(body[3]))
-        if tag == "pm" and len(body) == 3:
-            return pd.MultiIndex(levels=[part(x) for x in body[0]],
-                                 codes=[part(x) for x in body[1]], names=part(body[2]))
-        if tag == "pi" and len(body) == 3:
-            dtype, values = body[0][0], part(body[0][1])
-            index = pd.Index(values, dtype=dtype, name=part(body[1]))
-            if body[2] is not None:
-                index = type(index)(index, freq=str(body[2]))
-            return index
-        if tag == "pt" and len(body) == 3:
-            stamp = pd.Timestamp(int(body[0]), unit="ns", tz="UTC" if body[2] else None)
-            return (stamp.tz_convert(str(body[2])) if body[2] else stamp).as_unit(str(body[1]))
-        if tag == "pd" and len(body) == 2:
-            return pd.Timedelta(int(body[0]), unit="ns").as_unit(str(body[1]))
-        if tag == "pn" and body in (["NaT"], ["NA"]):
-            return pd.NaT if body == ["NaT"] else pd.NA
-    if tag == "sp" and len(body) == 5 and body[0] in _SPARSE:
+    if tag == "nm" and len(body) == 1:
+        return _array_part(np, part(body[0])).view(np.matrix)  # (np.asmatrix warns)
+    if tag == "nk" and len(body) == 4:
+        mask = np.ma.nomask if body[1] is None else _array_part(np, part(body[1]))
+        return np.ma.MaskedArray(_array_part(np, part(body[0])), mask=mask,
+                                 fill_value=part(body[2]), hard_mask=body[3] is True)
+    if tag in _PANDAS_TAGS:
+        return _uncarry_pandas(tag, body, part, depth, importlib.import_module("pandas"))
+    if tag == "sp" and len(body) == 3 and body[0] in _SPARSE and type(body[2]) is list:
         sparse = importlib.import_module("scipy.sparse")
-        coo = sparse.coo_array if body[0].endswith("_array") else sparse.coo_matrix
-        matrix = coo((part(body[4]), (part(body[2]), part(body[3]))), shape=tuple(body[1]))
-        return matrix.asformat(body[0][:3])
-    if tag == "tt" and len(body) == 3:
+        cls, shape = getattr(sparse, body[0]), tuple(body[1])
+        parts = [_array_part(importlib.import_module("numpy"), part(p)) for p in body[2]]
+        fmt = body[0][:3]
+        if fmt in ("csr", "csc", "bsr") and len(parts) == 3:
+            return cls((parts[0], parts[1], parts[2]), shape=shape)
+        if fmt == "dia" and len(parts) == 2:
+            return cls((parts[0], parts[1]), shape=shape)
+        if len(parts) == 3:
+            coo = cls if fmt == "coo" else getattr(sparse, "coo" + body[0][3:])
+            matrix = coo((parts[0], (parts[1], parts[2])), shape=shape)
+            return matrix if fmt == "coo" else cls(matrix)
+    if tag == "ts" and all(type(n) is int for n in body):
+        return importlib.import_module("torch").Size(body)
+    if tag == "tt" and len(body) == 4:
         torch = importlib.import_module("torch")
         dtype = getattr(torch, str(body[0]), None)
         if not isinstance(dtype, torch.dtype):
             raise ValueError(f"not a torch dtype: {body[0]!r}")
-        return torch.from_numpy(part(body[2])).to(dtype).requires_grad_(body[1] is True)
+        tensor = torch.from_numpy(_array_part(importlib.import_module("numpy"), part(body[3])))
+        if tensor.dtype != dtype:  # bits of a dtype numpy lacks (`_tensor_bits`)
+            if tensor.dtype.is_floating_point or not _numpy_lacks(torch, dtype):
+                raise ValueError(f"{tensor.dtype} values are not {dtype} bits")
+            tensor = tensor.view(dtype)
+        if body[2] is True:
+            return torch.nn.Parameter(tensor, requires_grad=body[1] is True)
+        return tensor.requires_grad_(body[1] is True)
+    if tag == "sd" and len(body) == 2:
+        return _uncarry_stdlib(str(body[0]), body[1])
     raise ValueError("malformed carried value")
 
 
-def _uncarry_column(data: object, depth: int, index: object) -> object:
-    if type(data) is not list or len(data) != 2 or type(data[0]) is not str:
+def _numpy_lacks(torch: types.ModuleType, dtype: object) -> bool:
+    try:
+        torch.empty(0, dtype=dtype).numpy()
+    except TypeError:
+        return True
+    return False
+
+
+def _array_part(np: types.ModuleType, value: object) -> object:
+    if type(value) is not np.ndarray:
+        raise ValueError("malformed carried value: an array was expected")
+    return value
+
+
+_PANDAS_TAGS = frozenset(("pf", "pc", "pr", "pm", "pi", "pt", "pd", "pp", "pv", "pn"))
+
+
+def _uncarry_pandas(tag: str, body: list, part: Callable, depth: int,  # noqa: C901, PLR0911
+                    pd: types.ModuleType) -> object:
+    if tag == "pf" and len(body) == 4 and type(body[2]) is list:
+        index, columns = part(body[0]), part(body[1])
+        columns_by_position = {i: _uncarry_column(c, depth, index)
+                               for i, c in enumerate(body[2])}
+        frame = pd.DataFrame(columns_by_position, index=index)
+        frame.columns = columns
+        return frame
+    if tag == "pc" and len(body) == 3:
+        series = _uncarry_column(body[2], depth, part(body[1]))
+        series.name = part(body[0])
+        return series
+    if tag == "pr" and len(body) == 4:
+        return pd.RangeIndex(body[0], body[1], body[2], name=part(body[3]))
+    if tag == "pm" and len(body) == 3:
+        return pd.MultiIndex(levels=[part(x) for x in body[0]],
+                             codes=[part(x) for x in body[1]], names=part(body[2]))
+    if tag == "pi" and len(body) == 3:
+        values, dtype = _column_values(body[0], depth)
+        index = pd.Index(values, dtype=dtype, name=part(body[1]))
+        if body[2] is not None:
+            index = type(index)(index, freq=str(body[2]))
+        return index
+    if tag == "pt" and len(body) == 3:
+        stamp = pd.Timestamp(int(body[0]), unit="ns", tz="UTC" if body[2] else None)
+        return (stamp.tz_convert(str(body[2])) if body[2] else stamp).as_unit(str(body[1]))
+    if tag == "pd" and len(body) == 2:
+        return pd.Timedelta(int(body[0]), unit="ns").as_unit(str(body[1]))
+    if tag == "pp" and len(body) == 2:
+        return pd.Period(ordinal=int(body[0]), freq=str(body[1]))
+    if tag == "pv" and len(body) == 3:
+        return pd.Interval(part(body[0]), part(body[1]), closed=str(body[2]))
+    if tag == "pn" and body in (["NaT"], ["NA"]):
+        return pd.NaT if body == ["NaT"] else pd.NA
+    raise ValueError("malformed carried value")
+
+
+def _column_values(data: object, depth: int) -> tuple[object, object]:
+    """The values and dtype of a column `_carry_column` carried (dtype None: in the values)."""
+    if type(data) is not list or len(data) not in (2, 4) or type(data[0]) is not str:
         raise ValueError("malformed carried column")
-    values = unpack(data[1], depth + 1, _uncarry_other)
-    return sys.modules["pandas"].Series(values, dtype=data[0], index=index, copy=True)
+    if len(data) == 4:
+        pd = sys.modules["pandas"]
+        categories = unpack(data[1], depth + 1, _uncarry_other)
+        codes = unpack(data[3], depth + 1, _uncarry_other)
+        return pd.Categorical.from_codes(codes, categories=categories,
+                                         ordered=data[2] is True), None
+    return unpack(data[1], depth + 1, _uncarry_other), data[0]
+
+
+def _uncarry_column(data: object, depth: int, index: object) -> object:
+    values, dtype = _column_values(data, depth)
+    return sys.modules["pandas"].Series(values, dtype=dtype, index=index, copy=True)
+
+
+def _uncarry_stdlib(kind: str, body: object) -> object:
+    import datetime
+    import decimal
+    import fractions
+
+    if kind in ("date", "datetime", "time") and type(body) is str:
+        return getattr(datetime, kind).fromisoformat(body)
+    if type(body) is str and kind == "decimal":
+        return decimal.Decimal(body)
+    if type(body) is not list or len(body) not in (2, 3) or any(type(n) is not int for n in body):
+        raise ValueError("malformed carried value")
+    if kind == "timedelta" and len(body) == 3:
+        return datetime.timedelta(days=body[0], seconds=body[1], microseconds=body[2])
+    if kind == "fraction" and len(body) == 2:
+        return fractions.Fraction(body[0], body[1])
+    if kind == "range" and len(body) == 3:
+        return range(*body)
+    raise ValueError("malformed carried value")
 
 
 def carry_faithfully(value: object) -> object:
@@ -950,26 +1107,60 @@ def same_value(a: object, b: object) -> bool:  # noqa: C901, PLR0911
                 and all(same_value(a[k], b[k]) for k in a))  # type: ignore[index]
     if t is set or t is frozenset:
         return a == b
-    library = t.__module__.partition(".")[0]
     try:
+        if t in _stdlib_types():
+            return _same_stdlib(a, b, t)
+        library = t.__module__.partition(".")[0]
         if library == "numpy":
-            if a.dtype != b.dtype or getattr(a, "shape", ()) != getattr(b, "shape", ()):  # type: ignore[attr-defined]
-                return False
-            if a.dtype.kind == "O":  # type: ignore[attr-defined]
-                return all(same_value(x, y)  # type: ignore[attr-defined]
-                           for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True))
-            return a.tobytes() == b.tobytes()  # type: ignore[attr-defined]
+            return _same_numpy(a, b, sys.modules["numpy"])
         if library == "pandas":
             return _same_pandas(a, b, sys.modules["pandas"])
         if library == "scipy":
-            return (a.shape == b.shape and a.dtype == b.dtype  # type: ignore[attr-defined]
-                    and same_value(a.tocoo().toarray(), b.tocoo().toarray()))  # type: ignore[attr-defined]
+            return _same_sparse(a, b)
         if library == "torch":
+            if t.__name__ == "Size":
+                return tuple(a) == tuple(b)  # type: ignore[call-overload]
             return (a.dtype == b.dtype and a.requires_grad == b.requires_grad  # type: ignore[attr-defined]
-                    and same_value(a.detach().numpy(), b.detach().numpy()))  # type: ignore[attr-defined]
+                    and same_value(_tensor_bits(a), _tensor_bits(b)))
     except Exception:  # noqa: BLE001 - a comparison that cannot be made is not "the same"
         return False
     return False
+
+
+def _same_numpy(a: object, b: object, np: types.ModuleType) -> bool:
+    if type(a) is np.ma.MaskedArray:
+        return (same_value(np.asarray(a.data), np.asarray(b.data))  # type: ignore[attr-defined]
+                and (a.mask is np.ma.nomask) == (b.mask is np.ma.nomask)  # type: ignore[attr-defined]
+                and same_value(np.ma.getmaskarray(a), np.ma.getmaskarray(b))
+                and same_value(a.fill_value, b.fill_value)  # type: ignore[attr-defined]
+                and a.hardmask == b.hardmask)  # type: ignore[attr-defined]
+    if a.dtype != b.dtype or getattr(a, "shape", ()) != getattr(b, "shape", ()):  # type: ignore[attr-defined]
+        return False
+    if a.dtype.kind == "O":  # type: ignore[attr-defined]
+        return all(same_value(x, y)  # type: ignore[attr-defined]
+                   for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True))
+    return a.tobytes() == b.tobytes()  # type: ignore[attr-defined]
+
+
+_SPARSE_PARTS = {"csr": ("data", "indices", "indptr"), "csc": ("data", "indices", "indptr"),
+                 "bsr": ("data", "indices", "indptr"), "coo": ("data", "row", "col"),
+                 "dia": ("data", "offsets")}
+
+
+def _same_sparse(a: object, b: object) -> bool:
+    """Same shape, dtype and stored entries (duplicates, order and blocks included)."""
+    if a.shape != b.shape or a.dtype != b.dtype or a.nnz != b.nnz:  # type: ignore[attr-defined]
+        return False
+    parts = _SPARSE_PARTS.get(a.format)  # type: ignore[attr-defined]
+    if parts is None:  # lil, dok
+        return same_value(a.toarray(), b.toarray())  # type: ignore[attr-defined]
+    return all(same_value(getattr(a, p), getattr(b, p)) for p in parts)
+
+
+def _same_stdlib(a: object, b: object, t: type) -> bool:
+    if _stdlib_types()[t] == "decimal":
+        return str(a) == str(b)
+    return a == b and str(a) == str(b) and getattr(a, "tzinfo", None) == getattr(b, "tzinfo", None)
 
 
 def _same_pandas(a: object, b: object, pd: types.ModuleType) -> bool:
@@ -988,6 +1179,11 @@ def _same_pandas(a: object, b: object, pd: types.ModuleType) -> bool:
         return getattr(a, "freq", None) == getattr(b, "freq", None)
     if a is pd.NaT or a is pd.NA:
         return a is b
+    if isinstance(a, pd.Period):
+        return a.ordinal == b.ordinal and a.freqstr == b.freqstr  # type: ignore[attr-defined]
+    if isinstance(a, pd.Interval):
+        return (same_value(a.left, b.left) and same_value(a.right, b.right)  # type: ignore[attr-defined]
+                and a.closed == b.closed)  # type: ignore[attr-defined]
     return bool(a == b) and getattr(a, "tz", None) == getattr(b, "tz", None) and a.unit == b.unit  # type: ignore[attr-defined]
 
 
@@ -1115,13 +1311,29 @@ def _uncarry_names(names: object) -> dict:
 
 
 class _Opaque:
-    """Stands in the checker for a program's value that could not leave the sandbox as data."""
+    """Stands in the checker for a program's value that could not leave the sandbox as data:
+    it equals nothing, and notes whether the test looked at it (for the verdict's error)."""
 
     def __init__(self, type_name: str, is_callable: bool = False) -> None:
-        self.type_name, self.is_callable = type_name[:100], is_callable
+        self.type_name, self.is_callable, self.touched = type_name[:100], is_callable, False
 
     def __repr__(self) -> str:
+        self.touched = True
         return f"<a {self.type_name} that cannot leave the sandbox as data>"
+
+    def __eq__(self, other: object) -> bool:
+        self.touched = True
+        return NotImplemented  # type: ignore[return-value]
+
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        self.touched = True
+        return True
+
+    def __getattr__(self, name: str) -> object:
+        self.touched = True
+        raise AttributeError(name)
 
 
 def _kind_of(value: object) -> dict | None:
@@ -1266,7 +1478,7 @@ class _RemoteExec:
         if "env" not in answer:
             raise _exception_named(answer.get("raise"))(str(answer.get("message", ""))[:500])
         back = _uncarry_names(answer["env"])
-        self.opaque += [f"{k} ({v.type_name})" for k, v in back.items()
+        self.opaque += [(k, v) for k, v in back.items()
                         if isinstance(v, _Opaque) and not v.is_callable]  # data that stayed
         for name in [k for k in env if type(k) is not str or not k.startswith("__")]:  # type: ignore[union-attr]
             if name not in back:
@@ -1311,8 +1523,9 @@ def _judge_ds1000(channel: _Channel, job: dict, code: types.CodeType) -> dict:
         if isinstance(exc, _CheckTimeout):
             raise
         error = _short_error(exc)
-        if remote.opaque:
-            error += "; not carried out of the sandbox: " + ", ".join(remote.opaque[:5])
+        looked_at = [f"{k} ({v.type_name})" for k, v in remote.opaque if v.touched]
+        if looked_at:
+            error += "; not carried out of the sandbox: " + ", ".join(looked_at[:5])
         return {"passed": False, "error": error}
     if remote.reason:  # the test caught _InProcess itself
         return {"in_process": True, "error": remote.reason}
