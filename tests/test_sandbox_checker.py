@@ -105,3 +105,31 @@ def test_without_a_checker_uid_a_fresh_checker_per_job_still_judges_right():
         verdicts = v.verify([he(), he(), he(), he()], [GOOD_F, WRONG_F, loops, GOOD_F])
     assert [(x.reward, x.status) for x in verdicts] == [
         (1.0, "passed"), (0.0, "failed"), (0.0, "timeout"), (1.0, "passed")]
+
+
+def test_ds1000_libraries_a_test_imports_are_imported_before_its_job_is_forked():
+    from restrl.sandbox.server import warm_imports
+
+    context = ("import numpy as np\nfrom scipy import sparse, stats\nfrom sklearn.svm import SVC\n"
+               "import torch\nimport numpyish\nimport matplotlib.pyplot as plt\n"
+               'exec_context = r"""\n    import pandas as pd\n"""\n')
+    assert warm_imports(context) == ["numpy", "scipy", "scipy.sparse", "scipy.stats",
+                                      "sklearn.svm", "torch", "pandas"]
+
+
+def test_a_ds1000_job_finds_the_library_its_test_imports_already_loaded(one):
+    # The program's process was forked from one that imported what the test imports.
+    context = ('import copy\nfrom scipy import sparse\n'
+               'def generate_test_case(i):\n    return 0, True\n\n'
+               'def exec_test(result, ans):\n    return result == ans\n\n'
+               'exec_context = r"""\n[insert]\n"""\n\n'
+               'def test_execution(solution: str):\n'
+               '    code = exec_context.replace("[insert]", solution)\n'
+               '    test_input, expected_result = generate_test_case(1)\n'
+               '    test_env = {"test_input": test_input}\n'
+               '    exec(code, test_env)\n'
+               '    assert exec_test(test_env["result"], expected_result)\n')
+    program = "import sys\nresult = 'scipy.sparse' in sys.modules\n"
+    problem = Problem(problem_id="d", domain="ds1000", prompt="", init_code="", tests=context,
+                      io_mode="ds1000")
+    assert rewards(one, [(problem, program)]) == [1.0]

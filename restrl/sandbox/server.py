@@ -49,6 +49,7 @@ import errno
 import importlib
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -1563,6 +1564,44 @@ CHECKER_SOCKET_FD = 3  # persistent checker: jobs (with their channel's fds) in,
 _CHECKER_MAX_RSS = 512 << 20
 
 
+# DS1000's libraries, imported by the zygote and the checker before they fork a job whose test
+# imports them (installed modules, never test code): only the first such job of a worker pays
+# for importing torch (~3 s), instead of every job twice (its checker and its program).
+_WARM_LIBRARIES = ("numpy", "pandas", "scipy", "sklearn", "torch")
+_LIBRARY = rf"(?:{'|'.join(_WARM_LIBRARIES)})\b(?:\.\w+)*"
+_LIBRARY_IMPORT = re.compile(
+    rf"^[ \t]*(?:import[ \t]+({_LIBRARY})|from[ \t]+({_LIBRARY})[ \t]+import[ \t]+([\w, \t]+))",
+    re.M)
+_warm_rss = 0  # what the warm imports added to this process's memory
+
+
+def warm_imports(tests: str) -> list[str]:
+    """The modules of DS1000's libraries that `tests` imports (`from scipy import sparse`:
+    scipy and scipy.sparse, which scipy loads only when asked)."""
+    names = []
+    for module, package, members in _LIBRARY_IMPORT.findall(tests):
+        names += [module] if module else [package] + [
+            f"{package}.{m.strip()}" for m in members.split(",") if m.strip().islower()]
+    return list(dict.fromkeys(names))
+
+
+def _import_warm(modules: object) -> None:
+    global _warm_rss
+    names = [m for m in modules if type(m) is str and m.partition(".")[0] in _WARM_LIBRARIES
+             and m not in sys.modules] if type(modules) is list else []
+    if not names:
+        return
+    before = _own_rss()
+    for name in names:
+        with contextlib.suppress(Exception):  # a missing library: the job imports it itself
+            importlib.import_module(name)
+    _warm_rss += max(_own_rss() - before, 0)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # as at the server's start: children's collections skip these objects
+
+
 def _checker_loop(uid: int | None, memory_bytes: int) -> None:
     """A worker's persistent checker: judges one check job after another; never runs programs.
 
@@ -1613,7 +1652,8 @@ def _checker_loop(uid: int | None, memory_bytes: int) -> None:
                 _set_alarm(0)
                 for fd in fds:
                     os.close(fd)
-            clean = report.get("timeout") is not True and _own_rss() < _CHECKER_MAX_RSS
+            clean = (report.get("timeout") is not True
+                     and _own_rss() < _CHECKER_MAX_RSS + _warm_rss)
             report["id"] = job.get("id")
             report["last"] = not clean
             sock.sendall((json.dumps(report) + "\n").encode())
@@ -1629,6 +1669,7 @@ def _check_in_a_fork(job: dict, read_fd: int, write_fd: int, codes: dict) -> dic
     state (numpy's random state, torch's, matplotlib's) is the same at every job's start."""
     with contextlib.suppress(SyntaxError, ValueError, RecursionError, MemoryError):
         _test_code(job["tests"], codes)  # compiled here, kept for the next job
+    _import_warm(job.get("warm"))
     report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -1849,7 +1890,7 @@ class _PersistentChecker:
         data = json.dumps({"id": self.job_id, "tests": job["tests"],
                            "entry_point": job["entry_point"],
                            "test_timeout": job["test_timeout"],
-                           "checker": job.get("checker"),
+                           "checker": job.get("checker"), "warm": job.get("warm"),
                            "solution": job.get("solution")}).encode()
         self.buffer = b""
         try:
@@ -2012,6 +2053,7 @@ def _zygote_loop(uid: int | None) -> None:
             data = _recv_exact(sock, int.from_bytes(header, "big"))
             # Parsed here, not in the child: each page a child writes is a copy.
             job = json.loads(data)
+            _import_warm(job.pop("warm", None))
             pid = os.fork()
             if pid == 0:
                 _start_job(fds, job, uid)
@@ -2209,6 +2251,8 @@ class _Server:
     def _run(self, job: dict, workdir: str) -> dict:
         limits = job["limits"]
         check = job["driver"] == "check"
+        if "ds1000" in (job["driver"], job.get("checker")):
+            job = {**job, "warm": warm_imports(str(job.get("tests", "")))}
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -2233,6 +2277,7 @@ class _Server:
             mine += [call_r, call_w]
             job = {**job, "driver": "serve"}
         elif check:  # program <-> checker pipes; the program's fds 3/4 are the call channel
+            _import_warm(job.get("warm"))  # the checker forked below inherits them
             call_r, to_program = os.pipe()
             from_program, call_w = os.pipe()
             checker = os.fork()
