@@ -117,8 +117,11 @@ def test_ds1000_libraries_a_test_imports_are_imported_before_its_job_is_forked()
                                       "sklearn.svm", "torch", "pandas"]
 
 
-def test_a_ds1000_job_finds_the_library_its_test_imports_already_loaded(one):
-    # The program's process was forked from one that imported what the test imports.
+@pytest.mark.parametrize("domains", [["ds1000"], ["ds1000", "humaneval"]])
+def test_a_ds1000_job_finds_its_tests_libraries_loaded_only_in_a_pool_of_library_domains(
+        domains):
+    # Forked from a process that imported what the test imports; not where other domains'
+    # jobs (with their smaller memory limit) are forked from the same process.
     context = ('import copy\nfrom scipy import sparse\n'
                'def generate_test_case(i):\n    return 0, True\n\n'
                'def exec_test(result, ans):\n    return result == ans\n\n'
@@ -132,4 +135,5 @@ def test_a_ds1000_job_finds_the_library_its_test_imports_already_loaded(one):
     program = "import sys\nresult = 'scipy.sparse' in sys.modules\n"
     problem = Problem(problem_id="d", domain="ds1000", prompt="", init_code="", tests=context,
                       io_mode="ds1000")
-    assert rewards(one, [(problem, program)]) == [1.0]
+    with Verifier(workers=1, limits=Limits(timeout=5.0), domains=domains) as verifier:
+        assert rewards(verifier, [(problem, program)]) == [1.0 if domains == ["ds1000"] else 0.0]

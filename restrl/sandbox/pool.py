@@ -74,6 +74,10 @@ CHECK_ONLY_DOMAINS = frozenset({"humaneval", "toy"})
 # What HumanEval programs import (typing: one in eight). Not `random`: its at-fork reseeding
 # costs every job, and the tests that use it run in the checker, which imports it itself.
 CHECK_PRELOAD = (*(m for m in DEFAULT_PRELOAD if m != "unittest.mock"), "typing", "string", "copy")
+# Domains whose every job gets the data-library memory limit: only their workers' fork servers
+# import what a DS1000 test imports (torch: ~130 MB more in each job process's measure), so in
+# a pool of other domains a job's memory is measured as it is whatever ran before it.
+LIBRARY_DOMAINS = frozenset({"ds1000", "bigcodebench"})
 
 
 @dataclass
@@ -144,10 +148,12 @@ def _spawner() -> ThreadPoolExecutor:
 class SandboxWorker:
     """One fork server; runs one job at a time. Restarts itself after a crash."""
 
-    def __init__(self, index: int, isolation: str, preload: tuple[str, ...] = DEFAULT_PRELOAD):
+    def __init__(self, index: int, isolation: str, preload: tuple[str, ...] = DEFAULT_PRELOAD,
+                 warm_libraries: bool = False):
         self.index = index
         self.isolation = isolation
         self.preload = preload
+        self.warm_libraries = warm_libraries
         self.proc: subprocess.Popen | None = None
         self.as_root = os.geteuid() == 0
         # As root, jobs run as a per-worker uid so that RLIMIT_NPROC binds; without bwrap that
@@ -162,7 +168,7 @@ class SandboxWorker:
     def start(self) -> None:
         config: dict = {"uid": self.uid, "checker_uid": self.checker_uid,
                         "preload": list(self.preload), "in_namespace": self.isolation == "bwrap",
-                        "cpu": self.core,
+                        "cpu": self.core, "warm_libraries": self.warm_libraries,
                         **site_config()}
         env = program_env()
         # -S: the server sets up what `site` would itself (see site_config), skipping its
@@ -293,6 +299,7 @@ class SandboxPool:
         self.domains = (None if isolation == "rlimits" or self.isolation == "bwrap"
                         else FALLBACK_DOMAINS)
         self.preload = preload_for(domains) if preload is None else preload
+        self.warm_libraries = bool(domains) and set(domains) <= LIBRARY_DOMAINS
         self._idle: queue.Queue[SandboxWorker] = queue.Queue()
         self._all: list[SandboxWorker] = []
         self._lock = threading.Lock()
@@ -310,7 +317,8 @@ class SandboxPool:
 
     def _start_all(self) -> list[str]:
         with self._lock:
-            new = [SandboxWorker(len(self._all) + i, self.isolation, self.preload)
+            new = [SandboxWorker(len(self._all) + i, self.isolation, self.preload,
+                                  self.warm_libraries)
                    for i in range(self.size - len(self._all))]
             self._all += new
         with ThreadPoolExecutor(max(1, len(new))) as executor:
@@ -335,7 +343,8 @@ class SandboxPool:
             pass
         with self._lock:
             if len(self._all) < self.size:
-                worker = SandboxWorker(len(self._all), self.isolation, self.preload)
+                worker = SandboxWorker(len(self._all), self.isolation, self.preload,
+                                  self.warm_libraries)
                 self._all.append(worker)
                 return worker
         return self._idle.get()

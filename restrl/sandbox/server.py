@@ -2205,6 +2205,8 @@ class _Server:
         self.uid = config.get("uid")
         self.checker_uid = config.get("checker_uid")
         self.in_namespace = bool(config.get("in_namespace"))  # alone in a PID namespace
+        # Import a DS1000 test's libraries here and in the zygote too (see pool.LIBRARY_DOMAINS).
+        self.warm_libraries = bool(config.get("warm_libraries"))
         if self.in_namespace and os.getpid() > 2:
             # Namespace mode kills every other process and empties /tmp after each job: on a
             # host (this file run by hand) that would take the machine's /tmp and processes.
@@ -2277,7 +2279,8 @@ class _Server:
             mine += [call_r, call_w]
             job = {**job, "driver": "serve"}
         elif check:  # program <-> checker pipes; the program's fds 3/4 are the call channel
-            _import_warm(job.get("warm"))  # the checker forked below inherits them
+            if self.warm_libraries:
+                _import_warm(job.get("warm"))  # the checker forked below inherits them
             call_r, to_program = os.pipe()
             from_program, call_w = os.pipe()
             checker = os.fork()
@@ -2303,6 +2306,8 @@ class _Server:
             program_fds = (res_w, tok_w)
         # The child's job: a check job's program is served without its tests.
         child_job = {k: v for k, v in job.items() if k != "tests" or job["driver"] != "serve"}
+        if not self.warm_libraries:
+            child_job.pop("warm", None)
         pid = self.zygote.spawn({**child_job, "workdir": workdir},
                                 (stdin_r, out_w, err_w, *program_fds))
         for fd in mine:
