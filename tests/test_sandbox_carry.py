@@ -45,7 +45,7 @@ CARRIED = {
         pd.Categorical(["a"], categories=["b", "a", "c"], ordered=True)),
     "intervals of pd.cut": pd.cut(pd.Series([1, 5, 9]), 3),
     "period index": pd.period_range("2020-01", periods=3, freq="M"),
-    "matrix": np.matrix([[1, 2], [3, 4]]),
+    "matrix": np.array([[1, 2], [3, 4]]).view(np.matrix),  # (np.matrix() warns)
     "masked array": np.ma.masked_array([1, 2, 3], mask=[0, 1, 0], fill_value=7),
     "dates, decimals, fractions, ranges": [datetime.date(2020, 1, 2),
                                            datetime.datetime(2020, 1, 2, 3, 4, 5, 6),

@@ -797,7 +797,7 @@ def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911, P
                                [carry(v, depth + 1) for v in value.reshape(-1)]]}  # type: ignore[attr-defined]
         elif t is np.matrix:
             return {"nm": [carry(np.asarray(value), depth + 1)]}
-        elif t is np.ma.MaskedArray:
+        elif t.__module__.startswith("numpy.ma") and t is np.ma.MaskedArray:  # np.ma: 18 ms
             return {"nk": [carry(np.asarray(value.data), depth + 1),  # type: ignore[attr-defined]
                            None if value.mask is np.ma.nomask  # type: ignore[attr-defined]
                            else carry(np.asarray(value.mask), depth + 1),  # type: ignore[attr-defined]
@@ -827,7 +827,7 @@ def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911, P
                 and value.device.type == "cpu"):  # type: ignore[attr-defined]
             return {"tt": [str(value.dtype).removeprefix("torch."), bool(value.requires_grad),  # type: ignore[attr-defined]
                            name == "Parameter", carry(_tensor_bits(value), depth + 1)]}
-    elif t in _stdlib_types():
+    elif _stdlib_kind(t):
         return _carry_stdlib(value, t)
     raise TypeError(f"a value of type {name} is not carried")
 
@@ -890,18 +890,22 @@ def _carry_column(values: object, depth: int) -> list:
     return [str(dtype), carry(values.to_numpy(dtype=object), depth + 1)]  # type: ignore[attr-defined]
 
 
-def _stdlib_types() -> dict[type, str]:
+def _stdlib_kind(t: type) -> str | None:
+    """"date", "decimal", ... for the standard library's value types DS1000 carries, else None
+    (their modules are imported only for a value of theirs: fractions costs a few ms)."""
+    if t.__module__ not in ("datetime", "decimal", "fractions", "builtins"):
+        return None
     import datetime
     import decimal
     import fractions
 
     return {datetime.date: "date", datetime.datetime: "datetime", datetime.time: "time",
             datetime.timedelta: "timedelta", decimal.Decimal: "decimal",
-            fractions.Fraction: "fraction", range: "range"}
+            fractions.Fraction: "fraction", range: "range"}.get(t)
 
 
 def _carry_stdlib(value: object, t: type) -> object:
-    kind = _stdlib_types()[t]
+    kind = _stdlib_kind(t)
     if kind in ("date", "datetime", "time"):
         if getattr(value, "fold", 0) or type(getattr(value, "tzinfo", None)) not in (
                 type(None), sys.modules["datetime"].timezone):
@@ -1109,7 +1113,7 @@ def same_value(a: object, b: object) -> bool:  # noqa: C901, PLR0911
     if t is set or t is frozenset:
         return a == b
     try:
-        if t in _stdlib_types():
+        if _stdlib_kind(t):
             return _same_stdlib(a, b, t)
         library = t.__module__.partition(".")[0]
         if library == "numpy":
@@ -1129,7 +1133,7 @@ def same_value(a: object, b: object) -> bool:  # noqa: C901, PLR0911
 
 
 def _same_numpy(a: object, b: object, np: types.ModuleType) -> bool:
-    if type(a) is np.ma.MaskedArray:
+    if type(a).__module__.startswith("numpy.ma") and type(a) is np.ma.MaskedArray:
         return (same_value(np.asarray(a.data), np.asarray(b.data))  # type: ignore[attr-defined]
                 and (a.mask is np.ma.nomask) == (b.mask is np.ma.nomask)  # type: ignore[attr-defined]
                 and same_value(np.ma.getmaskarray(a), np.ma.getmaskarray(b))
@@ -1159,7 +1163,7 @@ def _same_sparse(a: object, b: object) -> bool:
 
 
 def _same_stdlib(a: object, b: object, t: type) -> bool:
-    if _stdlib_types()[t] == "decimal":
+    if _stdlib_kind(t) == "decimal":
         return str(a) == str(b)
     return a == b and str(a) == str(b) and getattr(a, "tzinfo", None) == getattr(b, "tzinfo", None)
 
