@@ -18,6 +18,7 @@ import pytest
 from restrl.problems import Problem, read_humaneval
 from restrl.problems.humaneval import default_humaneval_path
 from restrl.sandbox import Limits, Verifier, isolation
+from restrl.sandbox.checkers import CheckOptions
 from restrl.sandbox.isolation import IsolationUnavailable, bwrap_works
 from restrl.sandbox.pool import start_pool
 
@@ -434,6 +435,13 @@ def test_ds1000_checks_whose_data_cannot_be_carried_run_in_the_programs_process(
     plot = ds1000(ds1000_context(*MATPLOTLIB_CASES))
     assert rewards(one, [(plot, "plt.plot(x)\nresult = None\n"), (plot, "result = None\n")]
                    ) == [1.0, 0.0]
+
+
+def test_ds1000_tests_run_program_is_the_original_harness_honest_alike_forgeable_as_it_was():
+    options = CheckOptions(ds1000_tests_run="program")
+    with Verifier(workers=1, limits=Limits(timeout=2.0), options=options) as original:
+        assert ds1000_honest_after(original) == [1.0, 0.0]
+        assert rewards(original, [(ds1000(PLAIN_DS1000), EXPECTED_FROM_FRAMES)]) == [1.0]
 
 
 def test_residual_risk_ds1000_in_the_programs_process_the_expected_result_is_readable(one):

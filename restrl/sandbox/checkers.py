@@ -72,6 +72,13 @@ class CheckOptions:
         "stdout equal after strip or token by token (floats within 1e-6), a non-zero exit "
         "fails; call-based `got == expected` or `[got] == expected`, no key conversion. Both "
         "compare call results with their types (1 is not True) and floats within 1e-6."))
+    ds1000_tests_run: Literal["checker", "program"] = Field("checker", description=(
+        "Where DS1000's code_context runs. \"checker\" (default): in the checker process; each "
+        "`exec(code, test_env)` runs the solution in the program's process on data carried "
+        "over, so the program cannot read the expected result or change the test (checks with "
+        "matplotlib or uncarried inputs still run in the program's process). \"program\": the "
+        "whole test in the program's process, as the original harness: the same verdicts for "
+        "honest programs, somewhat faster, forgeable by a hostile one."))
 
 
 DEFAULT_OPTIONS = CheckOptions()
@@ -389,7 +396,7 @@ def check_ds1000(problem: Problem, program: str, run: RunJob, limits: Limits, is
     solution = ds1000_solution(problem, program)
     job = {"program": solution, "tests": problem.tests, "test_timeout": limits.seconds("ds1000"),
            "limits": limits.for_job("ds1000")}
-    if "matplotlib" not in problem.tests:
+    if options.ds1000_tests_run == "checker" and "matplotlib" not in problem.tests:
         result = run({**job, "driver": "check", "checker": "ds1000", "program": "",
                       "solution": solution, "entry_point": ""})
         if not (result.vault or {}).get("in_process"):
