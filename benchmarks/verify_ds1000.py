@@ -53,8 +53,8 @@ def main() -> None:
             verdicts = verifier.verify([p for p, _ in pairs], [s for _, s in pairs])
             results[where] = (time.perf_counter() - start, verdicts, verifier.isolation)
 
-    (checker_s, checker_v, isolation), (program_s, program_v, _) = results["checker"], results[
-        "program"]
+    checker_s, checker_v, isolation = results["checker"]
+    program_s, program_v, _ = results["program"]
     agreement = sum(a.reward == b.reward for a, b in zip(checker_v, program_v, strict=True))
     agreement /= len(pairs)
     ratio = checker_s / program_s

@@ -797,7 +797,7 @@ def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911, P
                                [carry(v, depth + 1) for v in value.reshape(-1)]]}  # type: ignore[attr-defined]
         elif t is np.matrix:
             return {"nm": [carry(np.asarray(value), depth + 1)]}
-        elif t.__module__.startswith("numpy.ma") and t is np.ma.MaskedArray:  # np.ma: 18 ms
+        elif _is_masked_array(t, np):
             return {"nk": [carry(np.asarray(value.data), depth + 1),  # type: ignore[attr-defined]
                            None if value.mask is np.ma.nomask  # type: ignore[attr-defined]
                            else carry(np.asarray(value.mask), depth + 1),  # type: ignore[attr-defined]
@@ -830,6 +830,11 @@ def _carry_other(value: object, depth: int) -> object:  # noqa: C901, PLR0911, P
     elif _stdlib_kind(t):
         return _carry_stdlib(value, t)
     raise TypeError(f"a value of type {name} is not carried")
+
+
+def _is_masked_array(t: type, np: types.ModuleType) -> bool:
+    # Module first: `np.ma` is imported on first use (18 ms in every job's process otherwise).
+    return t.__module__.startswith("numpy.ma") and t is np.ma.MaskedArray
 
 
 def _tensor_bits(tensor: object) -> object:
@@ -891,8 +896,8 @@ def _carry_column(values: object, depth: int) -> list:
 
 
 def _stdlib_kind(t: type) -> str | None:
-    """"date", "decimal", ... for the standard library's value types DS1000 carries, else None
-    (their modules are imported only for a value of theirs: fractions costs a few ms)."""
+    """The kind ("date", "decimal", ...) of a standard-library value type DS1000 carries, else
+    None; their modules are imported only for a value of theirs (fractions costs a few ms)."""
     if t.__module__ not in ("datetime", "decimal", "fractions", "builtins"):
         return None
     import datetime
@@ -1133,7 +1138,7 @@ def same_value(a: object, b: object) -> bool:  # noqa: C901, PLR0911
 
 
 def _same_numpy(a: object, b: object, np: types.ModuleType) -> bool:
-    if type(a).__module__.startswith("numpy.ma") and type(a) is np.ma.MaskedArray:
+    if _is_masked_array(type(a), np):
         return (same_value(np.asarray(a.data), np.asarray(b.data))  # type: ignore[attr-defined]
                 and (a.mask is np.ma.nomask) == (b.mask is np.ma.nomask)  # type: ignore[attr-defined]
                 and same_value(np.ma.getmaskarray(a), np.ma.getmaskarray(b))
