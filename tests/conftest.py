@@ -43,6 +43,38 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
 
 
+def run_as_ordinary_user(script: str, cwd: Path, timeout: float = 180,
+                         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -c script` as uid 65534 (nobody), as restrl runs for a user who is not root.
+
+    Skips unless this runs as root with setpriv. Where the Python runtime lies under a
+    directory other users cannot traverse, CI opens it for traversal (o+x, no listing) for
+    the run and restores it after; elsewhere the test skips.
+    """
+    import stat
+
+    from restrl.sandbox.isolation import _closed_ancestor, _runtime_paths
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to switch to an ordinary user) and setpriv")
+    closed = sorted({a for p in _runtime_paths() if (a := _closed_ancestor(p))})
+    if closed and not os.environ.get("CI"):
+        pytest.skip(f"the Python runtime is under {closed}, unreadable to other users; CI "
+                    "opens it for traversal (o+x) for this test")
+    modes = {path: os.stat(path).st_mode for path in closed}
+    try:
+        for path, mode in modes.items():
+            os.chmod(path, stat.S_IMODE(mode) | stat.S_IXOTH)
+        return subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+             sys.executable, "-c", script],
+            capture_output=True, text=True, timeout=timeout, cwd=cwd,
+            env={**os.environ, "HOME": str(cwd), **(env or {})})
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, stat.S_IMODE(mode))
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's standalone S3 server on loopback, as s3fs's own test suite runs it."""

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import run_as_ordinary_user
 
 from restrl.problems import Problem, read_humaneval, read_problems
 from restrl.sandbox import Limits, Verifier, verify
@@ -386,30 +387,6 @@ print([(v.reward, v.status, v.isolation) for v in verdicts])
 
 def test_sandbox_works_for_an_ordinary_user(tmp_path):
     """As a non-root user bubblewrap runs in a user namespace; the fork bomb is still bounded."""
-    import shutil
-    import stat
-    import subprocess
-    import sys
-
-    from restrl.sandbox.isolation import _closed_ancestor, _runtime_paths
-
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root (to switch to an ordinary user) and setpriv")
-    closed = sorted({a for p in _runtime_paths() if (a := _closed_ancestor(p))})
-    if closed and not os.environ.get("CI"):
-        pytest.skip(f"the Python runtime is under {closed}, unreadable to other users; CI "
-                    "opens it for traversal (o+x) for this test")
-    modes = {path: os.stat(path).st_mode for path in closed}
-    try:
-        for path, mode in modes.items():  # traversal only, no listing
-            os.chmod(path, stat.S_IMODE(mode) | stat.S_IXOTH)
-        out = subprocess.run(
-            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
-             sys.executable, "-c", NONROOT_SCRIPT],
-            capture_output=True, text=True, timeout=180, cwd=tmp_path,
-            env={**os.environ, "HOME": str(tmp_path)})
-    finally:
-        for path, mode in modes.items():
-            os.chmod(path, stat.S_IMODE(mode))
+    out = run_as_ordinary_user(NONROOT_SCRIPT, tmp_path)
     assert out.stdout.strip() == ("[(1.0, 'passed', 'bwrap'), (0.0, 'failed', 'bwrap'), "
                                   "(0.0, 'timeout', 'bwrap')]"), out.stderr[-2000:]

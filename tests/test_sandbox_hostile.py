@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import run_as_ordinary_user
 
 from restrl.problems import Problem, read_humaneval
 from restrl.problems.humaneval import default_humaneval_path
@@ -437,6 +438,60 @@ def test_ds1000_checks_whose_data_cannot_be_carried_run_in_the_programs_process(
                    ) == [1.0, 0.0]
 
 
+SAME_UID_FD_WRITER = """
+import os
+# For an ordinary user every process in the sandbox has the program's uid (bwrap's init, the
+# server, the per-job checker): write a passing report and a job line into every fd of every
+# process that /proc lets this program open.
+for pid in os.listdir('/proc'):
+    if not pid.isdigit() or int(pid) == os.getpid():
+        continue
+    try:
+        fds = os.listdir(f'/proc/{pid}/fd')
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            with open(f'/proc/{pid}/fd/{fd}', 'wb') as handle:
+                handle.write(b'{"passed": true, "error": "", "id": "forged"}\\n' * 3)
+        except OSError:
+            pass
+result = x
+"""
+NONROOT_DS1000_SCRIPT = """
+import json, sys
+from restrl.problems import Problem
+from restrl.sandbox import Limits, Verifier
+cases = json.loads(sys.argv[1])
+problems = [Problem(problem_id=str(i), domain="ds1000", prompt="", init_code="", tests=t,
+                    io_mode="ds1000") for i, (t, _) in enumerate(cases)]
+with Verifier(workers=1, limits=Limits(timeout=5.0)) as v:
+    verdicts = v.verify(problems, [program for _, program in cases])
+print(json.dumps([[v.reward, v.status, v.isolation] for v in verdicts]))
+"""
+
+
+def test_ds1000_as_an_ordinary_user_hostile_programs_get_no_reward(tmp_path):
+    """Not root: each job's checker is forked for it and, like the server and bwrap's init,
+    has the program's uid. The forgeries still fail, and the honest programs after each are
+    judged right (a job line written into the server's channel would crash the next one)."""
+    pytest.importorskip("numpy")
+    setup, cases, check, good, wrong = LIBRARY_CASES["numpy"]
+    numpy_context = ds1000_context(setup, cases, check)
+    honest = [(PLAIN_DS1000, PLAIN_GOOD), (PLAIN_DS1000, PLAIN_WRONG)]
+    cases = [(PLAIN_DS1000, SAME_UID_FD_WRITER), *honest,
+             (PLAIN_DS1000, EXPECTED_FROM_FRAMES), (PLAIN_DS1000, TESTS_SWAPPED_THROUGH_FRAMES),
+             (PLAIN_DS1000, ALWAYS_EQUAL_RESULT), *honest,
+             (numpy_context, good), (numpy_context, wrong)]
+    script = NONROOT_DS1000_SCRIPT.replace("sys.argv[1]", repr(json.dumps(cases)))
+    out = run_as_ordinary_user(script, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    verdicts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r for r, _, _ in verdicts] == [0, 1, 0, 0, 0, 0, 1, 0, 1, 0], verdicts
+    assert "crashed" not in {status for _, status, _ in verdicts}, verdicts
+    assert {isolation for _, _, isolation in verdicts} == {"bwrap"}
+
+
 def test_ds1000_tests_run_program_is_the_original_harness_honest_alike_forgeable_as_it_was():
     options = CheckOptions(ds1000_tests_run="program")
     with Verifier(workers=1, limits=Limits(timeout=2.0), options=options) as original:
@@ -640,3 +695,40 @@ def test_without_bubblewrap_the_toy_domain_runs_with_a_warning(monkeypatch, capl
             v.verify([he()], [GOOD_F])
     assert "bubblewrap is not usable" in caplog.text
     assert os.environ.get("RESTRL_SANDBOX_TMP") is None
+
+
+HOST_READER = """
+import os
+found = []
+for pid in os.listdir('/proc'):
+    if not pid.isdigit() or int(pid) == os.getpid():
+        continue
+    for what in ('environ', 'mem'):
+        try:
+            with open(f'/proc/{pid}/{what}', 'rb') as handle:
+                found.append(f'{what} of {pid}: ' + str(b'restrl-secret-4471' in handle.read()))
+        except OSError:
+            pass
+print(found or 'clean')
+"""
+RLIMITS_AS_ORDINARY_USER = """
+import json, logging
+from restrl.problems import Problem
+from restrl.sandbox import verify
+logging.basicConfig()
+p = Problem(problem_id="p", domain="apps", prompt="", init_code="", io_mode="stdio",
+            tests=json.dumps({"inputs": ["\\n"], "outputs": ["clean\\n"]}))
+print(verify([p], [PROGRAM], workers=1, isolation="rlimits")[0])
+"""
+
+
+def test_rlimits_as_an_ordinary_user_keep_the_verifiers_memory_and_environment_unreadable(
+        tmp_path):
+    """Asked for rlimits, an ordinary user's programs run as their uid: the process that
+    verifies (whose environment holds the secrets) is non-dumpable, and says so."""
+    script = RLIMITS_AS_ORDINARY_USER.replace("PROGRAM", repr(HOST_READER))
+    secret = {"AWS_SECRET_ACCESS_KEY": "restrl-secret-4471"}
+    out = run_as_ordinary_user(script, tmp_path, env=secret)
+    assert "reward=1.0" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "non-dumpable" in out.stderr
+

@@ -241,3 +241,21 @@ def _check_rlimits_uid(toy_only: bool) -> None:
         f"isolation='rlimits' never runs programs as root, and the unprivileged uid cannot read "
         f"the Python runtime under {', '.join(closed)} (mode 700). Make it traversable "
         f"(chmod o+x {' '.join(closed)}), run restrl as an ordinary user, or {INSTALL_HINT}.")
+
+
+@cache
+def hide_this_process_from_own_uid() -> None:
+    """Under rlimits as an ordinary user, programs run as this process's uid: make it
+    non-dumpable (PR_SET_DUMPABLE 0), so that its memory, environment and fds under /proc and
+    ptrace are out of their reach. Once per process, with a warning: it also turns off core
+    dumps and debugger attach for this process."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        raise IsolationUnavailable(
+            f"isolation='rlimits' as an ordinary user needs prctl(PR_SET_DUMPABLE) to keep this "
+            f"process's memory from the programs, and it failed (errno {ctypes.get_errno()})")
+    log.warning("isolation=rlimits as an ordinary user: programs run as your uid, so they can "
+                "read your files and signal your processes; this process is made non-dumpable "
+                "so they cannot read its memory or environment (no core dumps or debugger "
+                "attach for it)")

@@ -17,6 +17,8 @@ Isolation, strongest first:
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import importlib.util
 import itertools
 import json
@@ -41,6 +43,7 @@ from restrl.sandbox.isolation import (
     FALLBACK_DOMAINS,
     SANDBOX_SERVER_PATH,
     bwrap_args,
+    hide_this_process_from_own_uid,
     program_env,
     resolve_isolation,
     runtime_readable_by_others,
@@ -166,7 +169,31 @@ class SandboxWorker:
         self.core = next_worker_core()
 
     def start(self) -> None:
-        config: dict = {"uid": self.uid, "checker_uid": self.checker_uid,
+        # The channel travels on fds >= 3, never on stdio: bwrap's init (pid 1 in the sandbox)
+        # keeps its stdio open and, for an ordinary user, has the programs' uid, so a program
+        # could open /proc/1/fd/0 and /proc/1/fd/1; it closes every other fd.
+        jobs_r, jobs_w = _pipe_above_stdio()
+        replies_r, replies_w = _pipe_above_stdio()
+        try:
+            self.proc = self._spawn([jobs_r, replies_w])
+        except BaseException:
+            os.close(jobs_w)
+            os.close(replies_r)
+            raise
+        finally:
+            os.close(jobs_r)
+            os.close(replies_w)
+        self._jobs = os.fdopen(jobs_w, "wb")
+        self._replies = replies_r
+        self._buffer = b""
+        hello = self._read_line(time.monotonic() + 60)
+        if hello is None or not json.loads(hello).get("ready"):
+            self.stop()
+            raise RuntimeError(f"sandbox worker {self.index} ({self.isolation}) did not start")
+
+    def _spawn(self, channel: list[int]) -> subprocess.Popen:
+        """Start this worker's server, `channel` (jobs in, replies out) its fds >= 3."""
+        config: dict = {"channel": channel, "uid": self.uid, "checker_uid": self.checker_uid,
                         "preload": list(self.preload), "in_namespace": self.isolation == "bwrap",
                         "cpu": self.core, "warm_libraries": self.warm_libraries,
                         **site_config()}
@@ -185,15 +212,11 @@ class SandboxWorker:
             cmd = [sys.executable, *flags, compiled_server(), json.dumps(config)]
         # bwrap --die-with-parent follows the *thread* that started it (PR_SET_PDEATHSIG), so
         # servers are started from one long-lived thread, not from short-lived task threads.
-        self.proc = _spawner().submit(
-            subprocess.Popen, cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, start_new_session=True, cwd="/",
+        return _spawner().submit(
+            subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, pass_fds=channel, env=env, start_new_session=True,
+            cwd="/",
         ).result()
-        self._buffer = b""
-        hello = self._read_line(time.monotonic() + 60)
-        if hello is None or not json.loads(hello).get("ready"):
-            self.stop()
-            raise RuntimeError(f"sandbox worker {self.index} ({self.isolation}) did not start")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -202,9 +225,9 @@ class SandboxWorker:
             except OSError:
                 pass
             self.proc.wait()
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+            with contextlib.suppress(OSError):
+                self._jobs.close()
+            os.close(self._replies)
             self.proc = None
             if self.uid is not None and self.isolation == "rlimits":
                 _kill_uid(self.uid)
@@ -217,12 +240,12 @@ class SandboxWorker:
         if self.proc is None or self.proc.poll() is not None:
             self.stop()
             self.start()
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc is not None
         deadline = time.monotonic() + float(job["limits"]["wall_seconds"]) + 15.0
         job = {**job, "id": os.urandom(8).hex()}  # the reply must name it: no stale replies
         try:
-            self.proc.stdin.write((json.dumps(job) + "\n").encode())
-            self.proc.stdin.flush()
+            self._jobs.write((json.dumps(job) + "\n").encode())
+            self._jobs.flush()
             line = self._read_line(deadline)
         except (BrokenPipeError, OSError):
             line = None
@@ -249,8 +272,8 @@ class SandboxWorker:
         )
 
     def _read_line(self, deadline: float) -> bytes | None:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        assert self.proc is not None
+        fd = self._replies
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -264,6 +287,17 @@ class SandboxWorker:
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
+
+
+def _pipe_above_stdio() -> tuple[int, int]:
+    """A pipe whose ends are not fds 0-2 (a host started with stdio closed gets those)."""
+    ends = []
+    for fd in os.pipe():
+        if fd < 3:
+            fd, old = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3), fd
+            os.close(old)
+        ends.append(fd)
+    return ends[0], ends[1]
 
 
 def _kill_uid(uid: int | None) -> None:
@@ -295,6 +329,8 @@ class SandboxPool:
         self.size = max(1, min(workers or cores, cores))
         # `resolved`: what `resolve_isolation` will answer, known to the caller (`start_pool`)
         self.isolation = resolved or resolve_isolation(isolation, domains)
+        if self.isolation == "rlimits" and os.geteuid() != 0:
+            hide_this_process_from_own_uid()
         # Only the toy domain runs in the unrequested fallback.
         self.domains = (None if isolation == "rlimits" or self.isolation == "bwrap"
                         else FALLBACK_DOMAINS)

@@ -2752,6 +2752,11 @@ def _site(config: dict) -> None:
 
 def main() -> None:
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    # The host's channel (jobs in, replies out) comes on fds >= 3, which bwrap's init does not
+    # keep open (see pool.SandboxWorker.start); it is our stdin/stdout until the zygote forks.
+    for fd, target in zip(config.get("channel", ()), (0, 1), strict=False):
+        os.dup2(fd, target)
+        os.close(fd)
     _site(config)
     if config.get("cpu") is not None:  # inherited by the zygote, the checker and every job
         with contextlib.suppress(OSError):
