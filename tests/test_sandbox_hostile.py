@@ -7,6 +7,7 @@ Run inside a PID namespace (a failed isolation would let `kill(-1)` reach every 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -458,17 +459,24 @@ for pid in os.listdir('/proc'):
             pass
 result = x
 """
-NONROOT_DS1000_SCRIPT = """
-import json, sys
+AS_ORDINARY_USER = """
+import json
 from restrl.problems import Problem
 from restrl.sandbox import Limits, Verifier
-cases = json.loads(sys.argv[1])
-problems = [Problem(problem_id=str(i), domain="ds1000", prompt="", init_code="", tests=t,
-                    io_mode="ds1000") for i, (t, _) in enumerate(cases)]
+cases = json.loads(CASES)
 with Verifier(workers=1, limits=Limits(timeout=5.0)) as v:
-    verdicts = v.verify(problems, [program for _, program in cases])
+    verdicts = v.verify([Problem(**p) for p, _ in cases], [program for _, program in cases])
 print(json.dumps([[v.reward, v.status, v.isolation] for v in verdicts]))
 """
+
+
+def verdicts_as_ordinary_user(tmp_path: Path, cases: list[tuple[Problem, str]]) -> list[list]:
+    """[reward, status, isolation] of each case, judged in order by one worker as uid 65534."""
+    rows = [(dataclasses.asdict(problem), program) for problem, program in cases]
+    out = run_as_ordinary_user(AS_ORDINARY_USER.replace("CASES", repr(json.dumps(rows))),
+                               tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_ds1000_as_an_ordinary_user_hostile_programs_get_no_reward(tmp_path):
@@ -483,10 +491,7 @@ def test_ds1000_as_an_ordinary_user_hostile_programs_get_no_reward(tmp_path):
              (PLAIN_DS1000, EXPECTED_FROM_FRAMES), (PLAIN_DS1000, TESTS_SWAPPED_THROUGH_FRAMES),
              (PLAIN_DS1000, ALWAYS_EQUAL_RESULT), *honest,
              (numpy_context, good), (numpy_context, wrong)]
-    script = NONROOT_DS1000_SCRIPT.replace("sys.argv[1]", repr(json.dumps(cases)))
-    out = run_as_ordinary_user(script, tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
-    verdicts = json.loads(out.stdout.strip().splitlines()[-1])
+    verdicts = verdicts_as_ordinary_user(tmp_path, [(ds1000(t), p) for t, p in cases])
     assert [r for r, _, _ in verdicts] == [0, 1, 0, 0, 0, 0, 1, 0, 1, 0], verdicts
     assert "crashed" not in {status for _, status, _ in verdicts}, verdicts
     assert {isolation for _, _, isolation in verdicts} == {"bwrap"}
@@ -657,6 +662,35 @@ def test_mixed_load_honest_verdicts_equal_their_verdicts_alone():
     assert [x.reward for x, m in zip(verdicts, mixed, strict=True) if m[2]] == alone
     assert [x.reward for x, m in zip(verdicts, mixed, strict=True) if not m[2]] == \
         [0.0] * sum(not m[2] for m in mixed)
+
+
+JOBS_PARENT_BREAKER = ("import os\nparent = os.path.dirname(os.getcwd())\nos.chdir('/')\n"
+                       "os.chmod(parent, 0)\nos.rename(parent, parent + '-gone')\n")
+RANDOM_DRAW_TESTS = ("import random\nDRAW = random.random()\n"
+                     "def check(candidate):\n    assert candidate(DRAW)\n")
+
+
+def test_as_an_ordinary_user_no_program_changes_a_later_verdict(tmp_path):
+    """Not root, every process in the sandbox has the programs' uid: a program can kill the
+    worker's fork server, own the jobs' parent directory, leave files. None of it reaches the
+    next job, and a test's unseeded random inputs are the same in every job."""
+    writer = ("import os\nfor d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd())):\n"
+              "    open(os.path.join(d, 'left-behind'), 'w').write('x')\nprint('absent')\n")
+    reader = ("import os\nleft = [d for d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd()))\n"
+              "        if os.path.exists(os.path.join(d, 'left-behind'))]\n"
+              "print('present' if left else 'absent')\n")
+    honest = [(he(), GOOD_F), (he(), WRONG_F)]
+    kill_zygote = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD_F
+    kill_all = "import os, signal\nos.kill(-1, signal.SIGKILL)\n" + GOOD_F
+    draw = he("r", RANDOM_DRAW_TESTS), "def f(x):\n    return x < 0.5\n"
+    cases = [(stdio("absent\n"), writer), (stdio("absent\n"), reader),
+             (stdio("\n"), JOBS_PARENT_BREAKER), *honest,
+             (he(), kill_zygote), *honest, (he(), kill_all), *honest, draw, draw, draw]
+    verdicts = verdicts_as_ordinary_user(tmp_path, cases)
+    assert [v[:2] for v in verdicts[:2]] == [[1.0, "passed"]] * 2, verdicts
+    assert [v[:2] for i, v in enumerate(verdicts) if i in (3, 6, 9)] == [[1.0, "passed"]] * 3
+    assert [v[:2] for i, v in enumerate(verdicts) if i in (4, 7, 10)] == [[0.0, "failed"]] * 3
+    assert len({v[1] for v in verdicts[11:]}) == 1, verdicts  # the same draw each time
 
 
 # ----------------------------------------------------------------------------- no isolation

@@ -260,6 +260,8 @@ class SandboxWorker:
             # never trust a later reply of this server.
             self.stop()
             return RunResult("crashed", None, None, 0.0, b"", "sandbox server died", None)
+        if reply.get("restart"):  # the server has gone; the next job starts a fresh one
+            self.stop()
         return RunResult(
             status=reply["status"],
             exit_code=reply.get("exit_code"),

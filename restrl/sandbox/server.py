@@ -2132,6 +2132,9 @@ class _Zygote:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def alive(self) -> bool:
+        return bool(self.pid) and _still_child(self.pid)
+
     def collect(self, timeout: float) -> bool:
         """Read the child's exit report (waiting up to `timeout`); False if none came."""
         if self.status is not None:
@@ -2222,10 +2225,8 @@ class _Server:
             raise SystemExit("restrl sandbox server: in_namespace is set but this process is "
                              f"pid {os.getpid()}, not alone in a PID namespace; refusing")
         self.keep = set(config.get("keep", ()))  # runtime mount points under /tmp
-        base = config.get("tmp") or "/tmp"
-        # The jobs' parent: not writable by their uid (as root), job names unpredictable.
-        self.base = os.path.join(base, ".restrl-" + os.urandom(8).hex())
-        os.mkdir(self.base, 0o711)
+        self.tmp = config.get("tmp") or "/tmp"
+        self.base = self._new_base()
         self.me = os.getpid()
         self.checker_pid = 0
         # HumanEval/toy checks run in one persistent checker per worker where it has a uid of
@@ -2234,14 +2235,26 @@ class _Server:
         self.checker = (_PersistentChecker(self.checker_uid) if self.checker_uid is not None
                         else None)
         self.zygote = _Zygote(self.uid)
+        self.random_state: tuple | None = None  # see the per-job checker in _run
 
     def run(self, job: dict) -> dict:
         workdir = self._new_workdir()
         try:
-            return self._run(job, workdir)
+            reply = self._run(job, workdir)
         finally:
             self._kill_leftovers()
             self._wipe(workdir)
+        if not self.zygote.alive():
+            # A program killed it (for an ordinary user it has their uid). A zygote forked
+            # now would inherit this job: the host starts a fresh server before the next job.
+            reply["restart"] = True
+        return reply
+
+    def _new_base(self) -> str:
+        """The jobs' parent: not writable by their uid (as root), job names unpredictable."""
+        base = os.path.join(self.tmp, ".restrl-" + os.urandom(8).hex())
+        os.mkdir(base, 0o711)
+        return base
 
     @property
     def persistent_checker_pid(self) -> int:
@@ -2290,6 +2303,13 @@ class _Server:
         elif check:  # program <-> checker pipes; the program's fds 3/4 are the call channel
             if self.warm_libraries:
                 _import_warm(job.get("warm"))  # the checker forked below inherits them
+            import random
+
+            # Drawn once, after the zygote forked (no program inherits it), and set in every
+            # job's checker (random reseeds itself in a fork): a test's unseeded random inputs
+            # are the same in every job, as in the persistent checker.
+            if self.random_state is None:
+                self.random_state = random.Random().getstate()
             call_r, to_program = os.pipe()
             from_program, call_w = os.pipe()
             checker = os.fork()
@@ -2302,6 +2322,7 @@ class _Server:
                     devnull = os.open(os.devnull, os.O_RDWR)
                     for fd in (0, 1, 2):
                         os.dup2(devnull, fd)
+                    random.setstate(self.random_state)
                 except BaseException:  # noqa: BLE001
                     os._exit(EXIT_SETUP)
                 _checker_main(job, self.checker_uid, limits)
@@ -2510,6 +2531,9 @@ class _Server:
     def _wipe(self, workdir: str) -> None:
         """A fresh /tmp and /dev/shm for the next job: remove what this one left there."""
         _remove(workdir)
+        if self.uid is None:  # an ordinary user's programs own the jobs' parent: a new one
+            _remove(self.base)
+            self.base = self._new_base()
         for parent in ("/tmp", "/dev/shm"):
             try:
                 entries = list(os.scandir(parent))
@@ -2796,6 +2820,8 @@ def main() -> None:
         while view:
             n = os.write(channel_out, view)
             view = view[n:]
+        if reply.get("restart"):
+            break
 
 
 if __name__ == "__main__":
