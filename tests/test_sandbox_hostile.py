@@ -679,18 +679,22 @@ def test_as_an_ordinary_user_no_program_changes_a_later_verdict(tmp_path):
     reader = ("import os\nleft = [d for d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd()))\n"
               "        if os.path.exists(os.path.join(d, 'left-behind'))]\n"
               "print('present' if left else 'absent')\n")
-    honest = [(he(), GOOD_F), (he(), WRONG_F)]
     kill_zygote = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD_F
     kill_all = "import os, signal\nos.kill(-1, signal.SIGKILL)\n" + GOOD_F
+    lock_tmp = "import os\nos.chdir('/')\nos.chmod('/tmp', 0)\nos.chmod('/dev/shm', 0)\n"
+    honest = [((he(), GOOD_F), [1.0, "passed"]), ((he(), WRONG_F), [0.0, "failed"])]
     draw = he("r", RANDOM_DRAW_TESTS), "def f(x):\n    return x < 0.5\n"
-    cases = [(stdio("absent\n"), writer), (stdio("absent\n"), reader),
-             (stdio("\n"), JOBS_PARENT_BREAKER), *honest,
-             (he(), kill_zygote), *honest, (he(), kill_all), *honest, draw, draw, draw]
-    verdicts = verdicts_as_ordinary_user(tmp_path, cases)
-    assert [v[:2] for v in verdicts[:2]] == [[1.0, "passed"]] * 2, verdicts
-    assert [v[:2] for i, v in enumerate(verdicts) if i in (3, 6, 9)] == [[1.0, "passed"]] * 3
-    assert [v[:2] for i, v in enumerate(verdicts) if i in (4, 7, 10)] == [[0.0, "failed"]] * 3
-    assert len({v[1] for v in verdicts[11:]}) == 1, verdicts  # the same draw each time
+    expected = [((stdio("absent\n"), writer), [1.0, "passed"]),
+                ((stdio("absent\n"), reader), [1.0, "passed"])]
+    for hostile in (JOBS_PARENT_BREAKER, lock_tmp):
+        expected += [((stdio("\n"), hostile), None), *honest]
+    for hostile in (kill_zygote, kill_all):
+        expected += [((he(), hostile), None), *honest]
+    verdicts = verdicts_as_ordinary_user(tmp_path, [c for c, _ in expected] + [draw] * 3)
+    judged, draws = verdicts[:len(expected)], verdicts[len(expected):]
+    assert [v[:2] if want else None for v, (_, want) in zip(judged, expected, strict=True)] == \
+        [want for _, want in expected], verdicts
+    assert len({v[1] for v in draws}) == 1, verdicts  # the same draw in every job
 
 
 # ----------------------------------------------------------------------------- no isolation

@@ -2226,6 +2226,10 @@ class _Server:
                              f"pid {os.getpid()}, not alone in a PID namespace; refusing")
         self.keep = set(config.get("keep", ()))  # runtime mount points under /tmp
         self.tmp = config.get("tmp") or "/tmp"
+        # The modes of the directories jobs write in, restored after each job: as an ordinary
+        # user programs own them too (`chmod 0 /tmp` would fail every later job).
+        self.modes = {path: os.stat(path).st_mode & 0o7777 for path in (self.tmp, "/dev/shm")
+                      if self.uid is None and os.path.isdir(path)}
         self.base = self._new_base()
         self.me = os.getpid()
         self.checker_pid = 0
@@ -2530,6 +2534,9 @@ class _Server:
 
     def _wipe(self, workdir: str) -> None:
         """A fresh /tmp and /dev/shm for the next job: remove what this one left there."""
+        for path, mode in self.modes.items():
+            with contextlib.suppress(OSError):
+                os.chmod(path, mode)
         _remove(workdir)
         if self.uid is None:  # an ordinary user's programs own the jobs' parent: a new one
             _remove(self.base)
