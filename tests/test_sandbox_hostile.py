@@ -666,14 +666,32 @@ def test_mixed_load_honest_verdicts_equal_their_verdicts_alone():
 
 JOBS_PARENT_BREAKER = ("import os\nparent = os.path.dirname(os.getcwd())\nos.chdir('/')\n"
                        "os.chmod(parent, 0)\nos.rename(parent, parent + '-gone')\n")
+STOP_ZYGOTE = "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n" + GOOD_F
+# prlimit(2) lets a process change another's limits when both have the same uid.
+PRLIMIT_EVERYONE = """
+import os, resource
+for pid in os.listdir('/proc'):
+    if pid.isdigit() and int(pid) != os.getpid():
+        for limit, value in ((resource.RLIMIT_NOFILE, 5), (resource.RLIMIT_NPROC, 0),
+                             (resource.RLIMIT_AS, 1 << 20)):
+            try:
+                resource.prlimit(int(pid), limit, (value, value))
+            except (OSError, ValueError):
+                pass
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(pid), 19)
+        except OSError:
+            pass
+""" + GOOD_F
 RANDOM_DRAW_TESTS = ("import random\nDRAW = random.random()\n"
                      "def check(candidate):\n    assert candidate(DRAW)\n")
 
 
 def test_as_an_ordinary_user_no_program_changes_a_later_verdict(tmp_path):
-    """Not root, every process in the sandbox has the programs' uid: a program can kill the
-    worker's fork server, own the jobs' parent directory, leave files. None of it reaches the
-    next job, and a test's unseeded random inputs are the same in every job."""
+    """Not root, every process in the sandbox has the programs' uid: a program can kill, stop
+    or `prlimit` the worker's own processes, own the jobs' parent directory and /tmp, leave
+    files. None of it reaches the next job, and a test's unseeded random inputs are the same
+    in every job."""
     writer = ("import os\nfor d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd())):\n"
               "    open(os.path.join(d, 'left-behind'), 'w').write('x')\nprint('absent')\n")
     reader = ("import os\nleft = [d for d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd()))\n"
@@ -688,7 +706,7 @@ def test_as_an_ordinary_user_no_program_changes_a_later_verdict(tmp_path):
                 ((stdio("absent\n"), reader), [1.0, "passed"])]
     for hostile in (JOBS_PARENT_BREAKER, lock_tmp):
         expected += [((stdio("\n"), hostile), None), *honest]
-    for hostile in (kill_zygote, kill_all):
+    for hostile in (kill_zygote, kill_all, STOP_ZYGOTE, PRLIMIT_EVERYONE):
         expected += [((he(), hostile), None), *honest]
     verdicts = verdicts_as_ordinary_user(tmp_path, [c for c, _ in expected] + [draw] * 3)
     judged, draws = verdicts[:len(expected)], verdicts[len(expected):]

@@ -2157,6 +2157,8 @@ class _Zygote:
 
     def wait(self, deadline: float) -> int | None:
         """The child's wait status, killing it at `deadline`; None if the zygote is gone."""
+        with contextlib.suppress(OSError):  # a program of its uid may have stopped it
+            os.kill(self.pid, signal.SIGCONT)
         if not self.collect(deadline - time.monotonic()):
             _kill(self.child)
             self.collect(5.0)
@@ -2185,6 +2187,22 @@ class _Zygote:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+_RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
+
+
+def _process_settings(pid: int) -> tuple | None:
+    """What a process of the same uid can change in `pid` from outside: its rlimits (prlimit),
+    nice value, cores, scheduling policy, and whether it is stopped. None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rpartition(b")")[2].split()[0]
+        return (tuple(resource.prlimit(pid, r) for r in _RLIMITS),
+                os.getpriority(os.PRIO_PROCESS, pid), frozenset(os.sched_getaffinity(pid)),
+                os.sched_getscheduler(pid), state in (b"T", b"t"))
+    except OSError:
+        return None
 
 
 def _crashed(error: str) -> dict:
@@ -2240,6 +2258,7 @@ class _Server:
                         else None)
         self.zygote = _Zygote(self.uid)
         self.random_state: tuple | None = None  # see the per-job checker in _run
+        self.settings: tuple = ()  # see intact()
 
     def run(self, job: dict) -> dict:
         workdir = self._new_workdir()
@@ -2248,11 +2267,25 @@ class _Server:
         finally:
             self._kill_leftovers()
             self._wipe(workdir)
-        if not self.zygote.alive():
-            # A program killed it (for an ordinary user it has their uid). A zygote forked
-            # now would inherit this job: the host starts a fresh server before the next job.
+        if not self.intact():
+            # A zygote forked now would inherit this job: the host starts a fresh server.
             reply["restart"] = True
         return reply
+
+    def start_zygote(self) -> None:
+        self.zygote.start()
+        self.settings = self._settings()
+
+    def intact(self) -> bool:
+        """Whether the next job may run here: the zygote alive and in step, the jobs' parent
+        there, and (for an ordinary user, whose programs may signal, stop or `prlimit` every
+        process here) the server's and zygote's limits, priority, cores and state as started."""
+        if self.zygote.status is None or not self.zygote.alive() or not os.path.isdir(self.base):
+            return False
+        return self.uid is not None or self._settings() == self.settings
+
+    def _settings(self) -> tuple:
+        return _process_settings(self.me), _process_settings(self.zygote.pid)
 
     def _new_base(self) -> str:
         """The jobs' parent: not writable by their uid (as root), job names unpredictable."""
@@ -2807,7 +2840,7 @@ def main() -> None:
 
     gc.collect()
     gc.freeze()
-    server.zygote.start()
+    server.start_zygote()
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.dup(1)
     # Jobs must not inherit the channel through fds 0/1.
@@ -2819,8 +2852,8 @@ def main() -> None:
         job = json.loads(line)
         try:
             reply = server.run(job)
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            reply = _crashed(f"sandbox server: {exc!r}")
+        except Exception as exc:  # noqa: BLE001 - report; a fresh server takes the next job
+            reply = {**_crashed(f"sandbox server: {exc!r}"), "restart": True}
         reply["job"] = job.get("id")
         data = (json.dumps(reply) + "\n").encode()
         view = memoryview(data)
