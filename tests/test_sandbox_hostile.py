@@ -759,10 +759,10 @@ found = []
 for pid in os.listdir('/proc'):
     if not pid.isdigit() or int(pid) == os.getpid():
         continue
-    for what in ('environ', 'mem'):
+    for what in ('environ', 'mem'):  # opening another process's mem is enough to read it
         try:
-            with open(f'/proc/{pid}/{what}', 'rb') as handle:
-                found.append(f'{what} of {pid}: ' + str(b'restrl-secret-4471' in handle.read()))
+            with open(f'/proc/{pid}/{what}', 'rb'):
+                found.append(f'{what} of {pid}')
         except OSError:
             pass
 print(found or 'clean')
