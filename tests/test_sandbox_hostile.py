@@ -439,26 +439,31 @@ def test_ds1000_checks_whose_data_cannot_be_carried_run_in_the_programs_process(
                    ) == [1.0, 0.0]
 
 
-SAME_UID_FD_WRITER = """
+def fd_writer(line: bytes) -> str:
+    """A program that writes `line` three times into every fd of every other process that
+    /proc lets it open."""
+    return f"""
 import os
-# For an ordinary user every process in the sandbox has the program's uid (bwrap's init, the
-# server, the per-job checker): write a passing report and a job line into every fd of every
-# process that /proc lets this program open.
 for pid in os.listdir('/proc'):
     if not pid.isdigit() or int(pid) == os.getpid():
         continue
     try:
-        fds = os.listdir(f'/proc/{pid}/fd')
+        fds = os.listdir(f'/proc/{{pid}}/fd')
     except OSError:
         continue
     for fd in fds:
         try:
-            with open(f'/proc/{pid}/fd/{fd}', 'wb') as handle:
-                handle.write(b'{"passed": true, "error": "", "id": "forged"}\\n' * 3)
+            with open(f'/proc/{{pid}}/fd/{{fd}}', 'wb') as handle:
+                handle.write({line!r} * 3)
         except OSError:
             pass
-result = x
 """
+
+
+# For an ordinary user every process in the sandbox has the program's uid (bwrap's init, the
+# server, the per-job checker): a passing report and a job line into every fd it can open.
+SAME_UID_FD_WRITER = (fd_writer(b'{"passed": true, "error": "", "id": "forged"}\n')
+                      + "result = x\n")
 AS_ORDINARY_USER = """
 import json
 from restrl.problems import Problem
@@ -572,25 +577,10 @@ def test_verifier_environment_secrets_do_not_reach_programs(monkeypatch):
 
 # ----------------------------------------------------------------------------- fair neighbours
 
-REPLY_FD_WRITER = """
-import os
-fake = (b'{"job": null, "status": "ok", "exit_code": 0, "signal": null, "seconds": 0, '
-        b'"stdout": "", "stderr": "", "vault": {"status": "ok", "total": 1, "passed": 1, '
-        b'"outcomes": "1", "reason": ""}, "messages": []}\\n')
-for pid in os.listdir('/proc'):
-    if not pid.isdigit():
-        continue
-    try:
-        fds = os.listdir(f'/proc/{pid}/fd')
-    except OSError:
-        continue
-    for fd in fds:
-        try:
-            with open(f'/proc/{pid}/fd/{fd}', 'wb') as handle:
-                handle.write(fake * 3)
-        except OSError:
-            pass
-"""
+REPLY_FD_WRITER = fd_writer(
+    b'{"job": null, "status": "ok", "exit_code": 0, "signal": null, "seconds": 0, '
+    b'"stdout": "", "stderr": "", "vault": {"status": "ok", "total": 1, "passed": 1, '
+    b'"outcomes": "1", "reason": ""}, "messages": []}\n')
 
 
 def test_writes_to_the_servers_fds_through_proc_do_not_shift_later_verdicts(one):
