@@ -12,11 +12,12 @@ rows) and one verify call per iteration; sequential makes them per tree.
 Deterministic setting. transformers seeds a generate call, not a prompt: a lockstep call's
 samples depend on which other prompts share the batch, and greedy decoding cannot return
 n > 1 samples per prompt. So by default the benchmark samples with `PromptSeededHF`: temperature
-sampling done as Gumbel-max (argmax of logits / T + Gumbel noise, which draws from
-softmax(logits / T)) with the noise of each row drawn from its own generator, seeded by the
-row's prompt tokens and sample index. A prompt then gets the same samples in any batch, so both
-modes grow identical trees (up to float rounding between batches of other sizes and padding,
-which could flip a near-tie; `identical_statistics` reports what happened, budgets included).
+sampling done by inverse CDF (the first token whose cumulative softmax(logits / T) exceeds a
+uniform draw, which draws from softmax(logits / T)) with each row's draws from its own
+generator, seeded by the row's prompt tokens and sample index. A prompt then gets the same
+samples in any batch, so both modes grow identical trees (up to float rounding between
+batches of other sizes and padding, which could move a cumulative probability across a draw;
+`identical_statistics` reports what happened, budgets included).
 `--plain-sampling` uses the backend's own `generate` with per-call seeds instead (timings only;
 the trees then differ).
 
@@ -31,11 +32,16 @@ longest row of 32 sets every row's length), which held lockstep to 1.6-2.8x on t
 Both modes now compute the 2,738 that the samples need, and lockstep saves what is per call and
 per step: 4 generate calls and 158 decoding steps instead of 29 calls and 735. The gain is
 largest where that overhead dominates (a GPU, several CPU threads) and smallest on one CPU
-thread (`--threads 1`), where the tiny model's compute per row dominates. On a quiet 2-core
-machine lockstep is 2.75-3.15x (one run to the next); what it cannot share (each row's
-compute, each program's verification, its new prompt tokens: about 40% of its time) bounds it
-near 3x. Other load slows the sequential search's many small steps most, so a loaded machine
-shows 4x and more.
+thread (`--threads 1`), where the tiny model's compute per row dominates. (Those counts are of
+the trees that the earlier Gumbel-max draws grew.) What lockstep cannot share bounds it: each
+row's compute, each program's verification, its new prompt tokens. Work done per row in Python
+counts there too, so it is kept out of the loop: one random number per row and step (Gumbel-max
+drew one per vocabulary entry, 1,024 here) and the stop check through the Rust tokenizer
+(`restrl.generation.hf.decode_texts`, which the hf backend's own stop watch uses); together
+they were about 15% of lockstep's time. On a quiet 2-core machine lockstep was 2.75-3.15x
+before that change and is 2.91-3.78x after it (five runs; it varies from one run to the next). Other
+load slows the sequential search's many small steps most, so a loaded machine shows 4x and
+more.
 
 Timing: `--repeats` (sequential, lockstep) pairs, each mode reporting its fastest run; every run
 must grow the same trees at the same budget (`search_budget`) for `identical_statistics`.
@@ -60,7 +66,7 @@ from transformers import DynamicCache
 
 from restrl.generation import GenerationConfig
 from restrl.generation.base import Sample, find_stop
-from restrl.generation.hf import HFGenerator
+from restrl.generation.hf import HFGenerator, decode_texts
 from restrl.sandbox import Verifier
 from restrl.search import (
     MCTSConfig,
@@ -92,9 +98,12 @@ class PromptSeededHF(HFGenerator):
         if config.temperature == 0:
             raise ValueError("PromptSeededHF samples; use temperature > 0")
         n = config.n
-        noise = [torch.Generator().manual_seed(self._row_seed(ids, j))
-                 for ids in batch for j in range(n)]
-        generated: list[list[int]] = [[] for _ in noise]
+        # One uniform per row and step, drawn up front from the row's own generator.
+        uniforms = torch.stack([
+            torch.rand(config.max_tokens,
+                       generator=torch.Generator().manual_seed(self._row_seed(ids, j)))
+            for ids in batch for j in range(n)]).to(self.device)
+        generated: list[list[int]] = [[] for _ in range(len(uniforms))]
         with torch.inference_mode():
             logits, cache, mask, position = self._prefill(batch)
             # The n rows of a prompt share its prefill.
@@ -103,7 +112,7 @@ class PromptSeededHF(HFGenerator):
             position = position[:, -1:].repeat_interleave(n, 0)
             live = list(range(len(generated)))
             for step in range(config.max_tokens):
-                tokens = gumbel_max(logits, [noise[r] for r in live], config.temperature)
+                tokens = inverse_cdf(logits, uniforms[live, step], config.temperature)
                 for row, token in zip(live, tokens, strict=True):
                     generated[row].append(token)
                 keep = self._running(live, generated, config.stop)
@@ -194,9 +203,7 @@ class PromptSeededHF(HFGenerator):
         """Positions in `live` of the rows that neither ended with an EOS nor completed a stop
         string (their tails decoded in one batch)."""
         width = self.window + max((len(s) for s in stops), default=0)
-        tails = self.tokenizer.batch_decode([generated[row][-width:] for row in live],
-                                            skip_special_tokens=True,
-                                            clean_up_tokenization_spaces=False)
+        tails = decode_texts(self.tokenizer, [generated[row][-width:] for row in live])
         return [k for k, (row, tail) in enumerate(zip(live, tails, strict=True))
                 if generated[row][-1] not in self.eos_ids and find_stop(tail, stops) is None]
 
@@ -210,13 +217,14 @@ def cached_length(prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
     return prefix[0][0].shape[1] if prefix else 0
 
 
-def gumbel_max(logits: torch.Tensor, noise: Sequence[torch.Generator],
-               temperature: float) -> list[int]:
-    """argmax(logits / T + Gumbel noise), a draw from softmax(logits / T) per row, each row's
-    noise from its own generator: a row's draw does not depend on the rows beside it."""
-    uniform = torch.stack([torch.rand(logits.shape[1], generator=g) for g in noise])
-    gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
-    return (logits.float() / temperature + gumbel.to(logits.device)).argmax(dim=-1).tolist()
+def inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> list[int]:
+    """Per row the first token whose cumulative softmax(logits / T) exceeds the row's uniform
+    draw: a draw from softmax(logits / T) that depends on that row alone, with one random
+    number per row and step (Gumbel-max needs one per vocabulary entry, which cost this
+    benchmark's lockstep search a tenth of its time)."""
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)
+    tokens = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    return tokens.clamp(max=logits.shape[1] - 1).tolist()
 
 
 def forget_prompts(generator: HFGenerator) -> None:

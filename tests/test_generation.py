@@ -6,6 +6,7 @@ are random text, which is all these tests need: shapes, stops, seeds, usage, HTT
 
 from __future__ import annotations
 
+import copy
 import socket
 import subprocess
 import sys
@@ -204,6 +205,28 @@ def test_hf_stop_strings_cut_like_post_hoc_cutting(hf: Generator) -> None:
                 assert s.finish_reason == "stop"
                 assert 1 <= s.tokens <= f.tokens
     assert cut >= 3
+
+
+def test_stop_watch_decoding_matches_the_tokenizers_own_decode(hf: Generator) -> None:
+    """decode_texts takes the Rust tokenizer's shortcut only where it gives batch_decode's
+    text: special tokens dropped, no space clean-up; a class that decodes its own way keeps
+    its own decode."""
+    from restrl.generation.hf import decode_texts
+
+    tokenizer = hf.tokenizer
+    ids = tokenizer(["x = a . b  # ok", "def f(y):\n    return y"]).input_ids
+    rows = [row + [tokenizer.eos_token_id] for row in ids] + [[], ids[0][:1]]
+    own = tokenizer.batch_decode(rows, skip_special_tokens=True,
+                                 clean_up_tokenization_spaces=False)
+    assert decode_texts(tokenizer, rows) == own
+
+    class Shouting(type(tokenizer)):
+        def _decode(self, *args: object, **kwargs: object) -> str:
+            return super()._decode(*args, **kwargs).upper()
+
+    shouting = copy.copy(tokenizer)
+    shouting.__class__ = Shouting
+    assert decode_texts(shouting, rows) == [text.upper() for text in own]
 
 
 def test_hf_seed_repeats_and_leaves_global_rng_alone(hf: Generator) -> None:

@@ -17,6 +17,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
     StoppingCriteria,
     StoppingCriteriaList,
 )
@@ -85,14 +86,33 @@ class _StopWatch(StoppingCriteria):
 
     def _tails(self, input_ids: torch.Tensor, rows: list[int], step: int) -> list[str]:
         start = input_ids.shape[1] - min(step, self.window)
-        tails = input_ids[rows, start:].tolist()
-        return self.tokenizer.batch_decode(
-            tails, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        return decode_texts(self.tokenizer, input_ids[rows, start:].tolist())
 
     def ends(self, rows: int) -> list[int | None]:
         """Per row: the generated length at which it ended, or None if it ran to the end."""
         return [self.lengths.get(r) for r in range(rows)]
+
+
+def decode_texts(tokenizer: Any, rows: list[list[int]]) -> list[str]:
+    """The text of each row of token ids: special tokens dropped, no clean-up of "tokenization
+    spaces" (it would rewrite code such as "a ." to "a.").
+
+    Calls the Rust tokenizer directly where `batch_decode` would only wrap it: a stop watch
+    decodes every running row at every step, and the wrapper's conversions cost about three
+    times the decoding (0.8 ms against 0.2 ms for 100 rows of 12 tokens).
+    """
+    if _decodes_as_backend(type(tokenizer)):
+        return tokenizer.backend_tokenizer.decode_batch(rows, skip_special_tokens=True)
+    return tokenizer.batch_decode(rows, skip_special_tokens=True,
+                                  clean_up_tokenization_spaces=False)
+
+
+def _decodes_as_backend(kind: type) -> bool:
+    """Whether a tokenizer class decodes exactly as its backend does (it overrides none of
+    the fast tokenizer's decoding methods)."""
+    return issubclass(kind, PreTrainedTokenizerFast) and all(
+        getattr(kind, name) is getattr(PreTrainedTokenizerFast, name)
+        for name in ("_decode", "decode", "batch_decode"))
 
 
 def _left_pad(
@@ -252,10 +272,7 @@ class HFGenerator(BaseGenerator):
         return kwargs
 
     def _decode(self, ids: list[int]) -> str:
-        # No clean-up of "tokenization spaces": it would rewrite code such as "a ." to "a.".
-        return self.tokenizer.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        return decode_texts(self.tokenizer, [ids])[0]
 
     def _to_sample(self, ids: list[int], config: GenerationConfig) -> Sample:
         """Drop a final EOS, cut at the first stop string, count tokens through the stop."""
