@@ -219,11 +219,11 @@ def cached_length(prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
 
 def inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> list[int]:
     """Per row the first token whose cumulative softmax(logits / T) exceeds the row's uniform
-    draw: a draw from softmax(logits / T) that depends on that row alone, with one random
-    number per row and step (Gumbel-max needs one per vocabulary entry, which cost this
-    benchmark's lockstep search a tenth of its time)."""
+    draw: a draw from softmax(logits / T) that depends on that row alone (a token of
+    probability 0 is never drawn: its cumulative value equals its predecessor's)."""
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)
-    tokens = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    draw = (uniform * cdf[:, -1]).unsqueeze(1)
+    tokens = torch.searchsorted(cdf, draw, right=True).squeeze(1)
     return tokens.clamp(max=logits.shape[1] - 1).tolist()
 
 
