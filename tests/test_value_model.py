@@ -14,7 +14,7 @@ import pyarrow as pa  # noqa: E402
 
 from restrl.scoring import Scorer  # noqa: E402
 from restrl.value.config import ValueModelConfig  # noqa: E402
-from restrl.value.data import split_indices, value_text  # noqa: E402
+from restrl.value.data import problem_batches, split_indices, value_text  # noqa: E402
 from restrl.value.metrics import regression_metrics  # noqa: E402
 from restrl.value.model import (  # noqa: E402
     INFO_FILE,
@@ -24,7 +24,7 @@ from restrl.value.model import (  # noqa: E402
     prepare_tokenizer,
 )
 from restrl.value.scorer import HFRewardModelScorer, ValueModelScorer  # noqa: E402
-from restrl.value.train import train_value_model, value_loss  # noqa: E402
+from restrl.value.train import ranking_loss, train_value_model, value_loss  # noqa: E402
 
 GOOD = "return x + 1"
 BAD = ("return x - 1", "return x * 2", "return x + 2", "return 1 + x - 2")
@@ -257,6 +257,66 @@ def test_scalar_losses_are_mean_mse_and_summed_mse_for_standard_scalar():
     assert value_loss(logits, rewards, "standard_scalar").item() == pytest.approx(squared)
 
 
+def test_ranking_term_counts_only_ordered_pairs_of_the_same_problem():
+    import torch
+
+    logits = torch.tensor([[0.9], [0.2], [0.4], [3.0], [-3.0]])
+    labels = torch.tensor([1.0, 0.0, 0.5, 0.0, 1.0])
+    problems = torch.tensor([7, 7, 7, 8, 9])  # rows 3 and 4 have no partner of their problem
+    pairs = [(0, 1), (0, 2), (2, 1)]  # (higher target, lower target) within problem 7
+    expected = sum(math.log1p(math.exp(-(logits[i, 0] - logits[j, 0]).item()))
+                   for i, j in pairs) / len(pairs)
+    for rm_class in ("transformers_scalar", "standard_scalar"):
+        assert ranking_loss(logits, labels, problems, rm_class).item() == pytest.approx(expected)
+    # the prob class ranks by its logit difference, the order of softmax[1]
+    two = torch.cat([torch.zeros_like(logits), logits], dim=1)
+    assert ranking_loss(two, labels, problems, "transformers_prob").item() == pytest.approx(
+        expected)
+    # no pair of one problem with different targets: zero, and still differentiable
+    lone = logits.clone().requires_grad_()
+    zero = ranking_loss(lone, labels, torch.arange(5), "transformers_scalar")
+    zero.backward()
+    assert zero.item() == 0.0 and lone.grad is not None
+
+
+def test_problem_batches_keep_a_problem_s_rows_together():
+    problems = [f"p{i % 5}" for i in range(40)]  # 8 rows each, interleaved
+    order = problem_batches(problems, batch_size=4, seed=3)
+    assert sorted(order) == list(range(40))
+    chunks = [order[i:i + 4] for i in range(0, 40, 4)]
+    assert all(len({problems[i] for i in chunk}) == 1 for chunk in chunks)
+    assert problem_batches(problems, 4, seed=3) == order
+    assert problem_batches(problems, 4, seed=4) != order
+
+
+def test_ranking_weight_trains_on_problem_batches(tiny_base, tmp_path):
+    """With ranking_weight on, the Trainer draws its micro-batches problem by problem and the
+    loss gains the ranking term; the model still trains and saves."""
+    rows = synthetic_rows(48)
+    for i, row in enumerate(rows):  # 6 problems of 8 rows, half of them correct
+        row["prompt"] = f"Task {i // 8}: write f(x) that adds one to x."
+    seen: list[list[int]] = []
+
+    from restrl.value import train as train_module
+
+    original = train_module.ranking_loss
+
+    def spy(logits, labels, problems, rm_class):  # noqa: ANN001, ANN202
+        seen.append(problems.tolist())
+        return original(logits, labels, problems, rm_class)
+
+    train_module.ranking_loss = spy
+    try:
+        config = quick_config("transformers_scalar", max_steps=4, ranking_weight=1.0,
+                              eval_fraction=0.0)
+        result = train_value_model(str(tiny_base), rows, config, tmp_path / "vm")
+    finally:
+        train_module.ranking_loss = original
+    assert (result.model_dir / "config.json").exists()
+    assert len(seen) == 4  # one ranking term per training step
+    assert all(len(set(batch)) == 1 for batch in seen), seen  # 8 rows a problem, batches of 4
+
+
 def test_accuracy_counts_predictions_strictly_within_tolerance():
     m = regression_metrics([0.5, 0.5, 0.5, 0.5], [0.25, 0.3, 0.5, 1.0], test_tol=0.25)
     assert m["accuracy"] == pytest.approx(2 / 4)  # |0.5 - 0.25| = 0.25 is not < 0.25
@@ -381,3 +441,18 @@ def test_importing_a_trainer_config_loads_neither_torch_nor_transformers(module)
                          check=True, cwd=repo, env={**os.environ, "PYTHONPATH": repo})
     assert out.stdout.strip() == "[]"
 
+
+
+def test_a_new_head_on_a_causal_lm_is_one_info_line_not_a_load_report(tiny_base, caplog):
+    """Building a VM from a causal LM leaves its head to initialise: expected, so restrl says
+    so in one line instead of transformers' MISSING table."""
+    import logging
+
+    from restrl.value.model import build_value_model
+
+    with caplog.at_level(logging.INFO):
+        build_value_model(str(tiny_base), "transformers_scalar", pad_token_id=0)
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("LOAD REPORT" in m for m in messages), messages
+    assert any("new head score.weight" in m for m in messages), messages
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -54,6 +54,13 @@ class ValueModelConfig(TrainerSettings):
         0.5, ge=0, le=1, description="transformers_prob only: w in the class weights [1 - w, w] "
         "of the cross-entropy (the seed's `--loss_weight_factor`); 0.5 weighs both classes "
         "alike.")
+    ranking_weight: float = Field(
+        0.0, ge=0, description="restrl option (0, the default, is the seed's loss alone): "
+        "weight of a within-problem ranking term added to the loss. For every two rows of one "
+        "problem in a micro-batch whose targets differ, -log sigmoid(s_high - s_low) on their "
+        "raw scores (RankNet), averaged over those pairs. When it is on, micro-batches are "
+        "drawn problem by problem so that they hold such pairs. Best-of-N chooses among the "
+        "samples of one problem, which the squared error alone does not teach.")
 
     # --- training (TrainerSettings, with the README example's values) ---
     learning_rate: float = retuned(

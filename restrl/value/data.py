@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 # The seed's input format (rms/input.py): the raw question, then the full (partial) program.
 VALUE_TEXT = "\n<prompt>\n{question}\n<answer>\n{answer}\n"
@@ -18,10 +18,19 @@ def value_text(question: str, answer: str) -> str:
     return VALUE_TEXT.format(question=question, answer=answer)
 
 
-def value_examples(rows: Iterable[Mapping[str, Any]] | Any) -> list[tuple[str, float]]:
-    """(text, reward) pairs from `value_data` rows: dicts or a pyarrow Table with `prompt` (the
-    raw problem text), `answer` (the full state, init_code included) and `reward` columns
-    (other columns are ignored)."""
+class ValueExample(NamedTuple):
+    """One training row: the VM's input text, its target, and its problem (the raw problem
+    text, which the within-problem ranking term groups by)."""
+
+    text: str
+    reward: float
+    problem: str
+
+
+def value_examples(rows: Iterable[Mapping[str, Any]] | Any) -> list[ValueExample]:
+    """Examples from `value_data` rows: dicts or a pyarrow Table with `prompt` (the raw problem
+    text), `answer` (the full state, init_code included) and `reward` columns (other columns
+    are ignored)."""
     import pyarrow as pa
 
     if isinstance(rows, pa.Table):
@@ -31,8 +40,28 @@ def value_examples(rows: Iterable[Mapping[str, Any]] | Any) -> list[tuple[str, f
         reward = float(row["reward"])
         if not math.isfinite(reward):
             raise ValueError(f"row {i} has a non-finite reward {row['reward']!r}")
-        examples.append((value_text(row["prompt"], row["answer"]), reward))
+        examples.append(ValueExample(value_text(row["prompt"], row["answer"]), reward,
+                                     str(row["prompt"])))
     return examples
+
+
+def problem_batches(problems: list[str], batch_size: int, seed: int) -> list[int]:
+    """An order of the rows whose consecutive `batch_size` chunks are the rows of one problem
+    where it can: problems in a seeded random order, each one's rows shuffled, cut into
+    chunks (a chunk spans two problems only at a boundary), the chunks shuffled."""
+    rng = random.Random(seed)
+    by_problem: dict[str, list[int]] = {}
+    for index, problem in enumerate(problems):
+        by_problem.setdefault(problem, []).append(index)
+    groups = list(by_problem.values())
+    rng.shuffle(groups)
+    order = []
+    for group in groups:
+        rng.shuffle(group)
+        order += group
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(chunks)
+    return [index for chunk in chunks for index in chunk]
 
 
 def split_indices(n: int, eval_fraction: float, seed: int,

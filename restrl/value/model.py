@@ -27,9 +27,11 @@ max_rw, max_length): `load_value_model(dir)` reloads any class from it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from restrl.value.config import RM_CLASSES
 from restrl.value.metrics import scores_from_logits
+
+log = logging.getLogger("restrl.value")
 
 INFO_FILE = "restrl_value.json"
 HEAD_FILE = "value_head.safetensors"  # standard_scalar: the linear head beside the saved LM
@@ -185,10 +189,52 @@ def build_value_model(base_model_path: str, rm_class: str, pad_token_id: int,
         kwargs = {"num_labels": 2, "problem_type": "single_label_classification"}
     else:
         raise ValueError(f"rm_class must be one of {RM_CLASSES}, got {rm_class!r}")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model_path, pad_token_id=pad_token_id, **kwargs, **from_pretrained_kwargs)
+    with _without_load_reports():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            base_model_path, pad_token_id=pad_token_id, output_loading_info=True, **kwargs,
+            **from_pretrained_kwargs)
+    _log_loading(base_model_path, info)
     model.config.pad_token_id = pad_token_id  # the pooling finds the last non-pad token by it
     return model
+
+
+# The sequence-classification head a causal LM checkpoint lacks (Qwen2, Llama, ...: `score`).
+NEW_HEAD_PREFIXES = ("score.", "classifier.")
+
+
+class _DropLoadReports(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_load_reports() -> Iterator[None]:
+    """transformers' load report of this call, replaced by `_log_loading`'s."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop = _DropLoadReports()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _log_loading(path: str, info: Mapping[str, Any]) -> None:
+    """A new head on a causal LM is the expected case (one info line); any other missing,
+    unexpected or resized weight is a warning naming them."""
+    missing = sorted(info.get("missing_keys") or ())
+    head = [key for key in missing if key.startswith(NEW_HEAD_PREFIXES)]
+    other = [key for key in missing if key not in head]
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    mismatched = sorted(str(item[0]) for item in info.get("mismatched_keys") or ())
+    if head:
+        log.info("value model from %s: new head %s (initialised from the seed)", path,
+                 ", ".join(head))
+    for what, keys in (("missing from the checkpoint, initialised fresh", other),
+                       ("in the checkpoint but not used", unexpected),
+                       ("resized", mismatched)):
+        if keys:
+            log.warning("value model from %s: weights %s: %s", path, what, ", ".join(keys))
 
 
 # ----------------------------------------------------------------------------- inference

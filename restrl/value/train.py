@@ -9,6 +9,8 @@ and after training; with checkpoints on, the checkpoint with the lowest test los
 end (`load_best_model_at_end`, `metric_for_best_model="eval_loss"`) and is the one saved, as in
 the seed. Metrics: loss, mse, accuracy (share of predictions strictly within `test_tol` of the
 target, the seed's metric) and Spearman correlation, on the predictions the scorer returns.
+restrl's option `ranking_weight` adds a within-problem ranking term (`ranking_loss`) and then
+draws the micro-batches problem by problem (`ProblemBatchSampler`); off, it is the seed's loss.
 
 The kept model is saved to `output_dir/final` with its tokenizer and `restrl_value.json`. A rerun
 in the same `output_dir` resumes from the newest complete checkpoint
@@ -38,7 +40,7 @@ from restrl.training.trainer_args import (
     shared_trainer_kwargs,
 )
 from restrl.value.config import ValueModelConfig
-from restrl.value.data import split_indices, value_examples
+from restrl.value.data import ValueExample, problem_batches, split_indices, value_examples
 from restrl.value.metrics import METRIC_NAMES, regression_metrics, scores_from_logits
 from restrl.value.model import (
     CausalLMValueModel,
@@ -74,12 +76,31 @@ def value_loss(logits: torch.Tensor, labels: torch.Tensor, rm_class: str,
     return F.mse_loss(logits[:, 0], labels, reduction=reduction)
 
 
-class ValueCollator:
-    """Trainer collator: left-pads `input_ids`, adds float `labels` (the reward targets)."""
+def ranking_loss(logits: torch.Tensor, labels: torch.Tensor, problems: torch.Tensor,
+                 rm_class: str) -> torch.Tensor:
+    """restrl's within-problem ranking term (`ranking_weight`): mean of
+    -log sigmoid(s_i - s_j) over the pairs of a micro-batch with the same problem id and
+    labels_i > labels_j; s is the raw score (the scalar output, or the prob class's logit
+    difference, which orders rows as softmax[1] does). 0 when the batch has no such pair."""
+    logits = logits.float()
+    scores = logits[:, 1] - logits[:, 0] if rm_class == "transformers_prob" else logits[:, 0]
+    labels = labels.float()
+    pairs = (problems[:, None] == problems[None, :]) & (labels[:, None] > labels[None, :])
+    if not pairs.any():
+        return scores.sum() * 0.0  # keeps the graph (and DDP's gradient sync) intact
+    margins = scores[:, None] - scores[None, :]
+    return F.softplus(-margins[pairs]).mean()
 
-    def __init__(self, pad_id: int, with_position_ids: bool = True) -> None:
+
+class ValueCollator:
+    """Trainer collator: left-pads `input_ids`, adds float `labels` (the reward targets) and,
+    for the ranking term, each row's `problem` id."""
+
+    def __init__(self, pad_id: int, with_position_ids: bool = True,
+                 with_problems: bool = False) -> None:
         self.pad_id = pad_id
         self.with_position_ids = with_position_ids
+        self.with_problems = with_problems
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch = pad_batch([f["input_ids"] for f in features], self.pad_id)
@@ -87,7 +108,26 @@ class ValueCollator:
             batch.pop("position_ids")
         batch["labels"] = torch.tensor([float(f["labels"]) for f in features],
                                        dtype=torch.float32)
+        if self.with_problems:
+            batch["problem"] = torch.tensor([f["problem"] for f in features], dtype=torch.long)
         return batch
+
+
+class ProblemBatchSampler(torch.utils.data.Sampler[int]):
+    """The train order of `problem_batches`, reshuffled each epoch (the Trainer sets it)."""
+
+    def __init__(self, problems: list[str], batch_size: int, seed: int) -> None:
+        self.problems, self.batch_size, self.seed, self.epoch = problems, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def __iter__(self) -> Any:
+        return iter(problem_batches(self.problems, self.batch_size,
+                                    self.seed * 100_003 + self.epoch))
 
 
 class ValueTrainer(Trainer):
@@ -97,17 +137,29 @@ class ValueTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args: Any, rm_class: str, positive_weight: float = 0.5,
+                 ranking_weight: float = 0.0, train_problems: list[str] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rm_class = rm_class
         self.positive_weight = positive_weight
+        self.ranking_weight = ranking_weight
+        self.train_problems = train_problems
 
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        outputs = model(**{k: v for k, v in inputs.items() if k not in ("labels", "problem")})
         logits = outputs["logits"].float()
         loss = value_loss(logits, inputs["labels"], self.rm_class, self.positive_weight)
+        if self.ranking_weight:
+            loss = loss + self.ranking_weight * ranking_loss(
+                logits, inputs["labels"], inputs["problem"], self.rm_class)
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if not self.ranking_weight or self.train_problems is None:
+            return super()._get_train_sampler(train_dataset)
+        return ProblemBatchSampler(self.train_problems, self.args.per_device_train_batch_size,
+                                   self.args.data_seed or 0)
 
     def _wrapper_outside_deepspeed(self) -> CausalLMValueModel | None:
         """The standard_scalar wrapper, when the Trainer's own save/load would miss its keys
@@ -165,11 +217,11 @@ class ValueTrainResult:
     best_checkpoint: str | None = None
 
 
-def _encode_examples(tokenizer: Any, examples: Sequence[tuple[str, float]],
-                     max_length: int) -> list[dict[str, Any]]:
-    ids = encode_texts(tokenizer, [text for text, _ in examples], max_length)
-    return [{"input_ids": seq, "labels": reward}
-            for seq, (_, reward) in zip(ids, examples, strict=True)]
+def _encode_examples(tokenizer: Any, examples: Sequence[ValueExample], max_length: int,
+                     problem_ids: Mapping[str, int]) -> list[dict[str, Any]]:
+    ids = encode_texts(tokenizer, [example.text for example in examples], max_length)
+    return [{"input_ids": seq, "labels": example.reward, "problem": problem_ids[example.problem]}
+            for seq, example in zip(ids, examples, strict=True)]
 
 
 def evaluations_of(log_history: Sequence[Mapping[str, Any]]
@@ -215,7 +267,8 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
     examples = value_examples(rows)
     if not examples:
         raise ValueError("no value rows to train on")
-    if config.rm_class == "transformers_prob" and any(not 0.0 <= r <= 1.0 for _, r in examples):
+    if config.rm_class == "transformers_prob" and any(not 0.0 <= e.reward <= 1.0
+                                                      for e in examples):
         raise ValueError("transformers_prob needs rewards in [0, 1] (soft labels [1 - r, r])")
     train_idx, eval_idx = split_indices(len(examples), config.eval_fraction, config.seed,
                                         config.min_eval_rows)
@@ -249,18 +302,24 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
         return regression_metrics(scores, np.asarray(prediction.label_ids).reshape(-1),
                                   config.test_tol)
 
+    problem_ids = {problem: i for i, problem in enumerate(dict.fromkeys(e.problem
+                                                                          for e in examples))}
     trainer = ValueTrainer(
         model=model,
         args=args,
-        data_collator=ValueCollator(tokenizer.pad_token_id, accepts_position_ids(model)),
-        train_dataset=_encode_examples(tokenizer, train_examples, config.max_length),
-        eval_dataset=(_encode_examples(tokenizer, eval_examples, config.max_length)
-                      if eval_examples else None),
+        data_collator=ValueCollator(tokenizer.pad_token_id, accepts_position_ids(model),
+                                    with_problems=config.ranking_weight > 0),
+        train_dataset=_encode_examples(tokenizer, train_examples, config.max_length,
+                                       problem_ids),
+        eval_dataset=(_encode_examples(tokenizer, eval_examples, config.max_length,
+                                       problem_ids) if eval_examples else None),
         processing_class=tokenizer,
         compute_metrics=compute_metrics if eval_examples else None,
         callbacks=[forward_logs_callback(on_log)],
         rm_class=config.rm_class,
         positive_weight=config.positive_weight,
+        ranking_weight=config.ranking_weight,
+        train_problems=[e.problem for e in train_examples],
     )
     quiet_progress(trainer)
     trainer.train(resume_from_checkpoint=resume)
