@@ -256,9 +256,10 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
                       on_log: Callable[[int, dict[str, float]], None] | None = None,
                       ) -> ValueTrainResult:
     """Train a VM of `config.rm_class` from the checkpoint at `base_model_path` (whatever the
-    caller passes; the flow passes the base policy) on `value_data` rows (dicts or a pyarrow
-    Table with prompt = raw problem text, answer = full state, reward); save the kept model
-    (the best checkpoint by test loss, or the last one) to `output_dir/final`.
+    caller passes; the pipeline passes the policy `value_init` names) on `value_data` rows
+    (dicts or a pyarrow Table with prompt = raw problem text, answer = full state, reward);
+    save the kept model (the best checkpoint by test loss, or the last one) to
+    `output_dir/final`.
 
     `on_log(step, numeric_logs)` receives every Trainer log (train loss, eval metrics), e.g. to
     forward them to MLflow.
