@@ -228,7 +228,8 @@ def _log_loading(path: str, info: Mapping[str, Any]) -> None:
     unexpected = sorted(info.get("unexpected_keys") or ())
     mismatched = sorted(str(item[0]) for item in info.get("mismatched_keys") or ())
     if head:
-        log.info("value model from %s: new head %s (initialised from the seed)", path,
+        log.info("value model from %s: new head %s, initialised fresh (as expected on a "
+                 "causal LM checkpoint)", path,
                  ", ".join(head))
     for what, keys in (("missing from the checkpoint, initialised fresh", other),
                        ("in the checkpoint but not used", unexpected),

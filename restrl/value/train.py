@@ -158,7 +158,7 @@ class ValueTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if not self.ranking_weight or self.train_problems is None:
             return super()._get_train_sampler(train_dataset)
-        return ProblemBatchSampler(self.train_problems, self.args.per_device_train_batch_size,
+        return ProblemBatchSampler(self.train_problems, self._train_batch_size,
                                    self.args.data_seed or 0)
 
     def _wrapper_outside_deepspeed(self) -> CausalLMValueModel | None:
