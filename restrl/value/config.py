@@ -59,8 +59,9 @@ class ValueModelConfig(TrainerSettings):
         "weight of a within-problem ranking term added to the loss. For every two rows of one "
         "problem in a micro-batch whose targets differ, -log sigmoid(s_high - s_low) on their "
         "raw scores (RankNet), averaged over those pairs. When it is on, micro-batches are "
-        "drawn problem by problem so that they hold such pairs. Best-of-N chooses among the "
-        "samples of one problem, which the squared error alone does not teach.")
+        "drawn problem by problem so that they hold such pairs, and the test split's loss (which "
+        "picks the best checkpoint) includes the term too. Best-of-N chooses among the samples "
+        "of one problem, which the squared error alone does not teach.")
 
     # --- training (TrainerSettings, with the README example's values) ---
     learning_rate: float = retuned(
