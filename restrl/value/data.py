@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 # The seed's input format (rms/input.py): the raw question, then the full (partial) program.
@@ -45,12 +45,12 @@ def value_examples(rows: Iterable[Mapping[str, Any]] | Any) -> list[ValueExample
     return examples
 
 
-def problem_batches(problems: list[str], batch_size: int, seed: int) -> list[int]:
+def problem_batches(problems: Sequence[Hashable], batch_size: int, seed: int) -> list[int]:
     """An order of the rows whose consecutive `batch_size` chunks are the rows of one problem
     where it can: problems in a seeded random order, each one's rows shuffled, cut into
     chunks (a chunk spans two problems only at a boundary), the chunks shuffled."""
     rng = random.Random(seed)
-    by_problem: dict[str, list[int]] = {}
+    by_problem: dict[Hashable, list[int]] = {}
     for index, problem in enumerate(problems):
         by_problem.setdefault(problem, []).append(index)
     groups = list(by_problem.values())

@@ -116,7 +116,7 @@ class ValueCollator:
 class ProblemBatchSampler(torch.utils.data.Sampler[int]):
     """The train order of `problem_batches`, reshuffled each epoch (the Trainer sets it)."""
 
-    def __init__(self, problems: list[str], batch_size: int, seed: int) -> None:
+    def __init__(self, problems: list[int], batch_size: int, seed: int) -> None:
         self.problems, self.batch_size, self.seed, self.epoch = problems, batch_size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -137,13 +137,11 @@ class ValueTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args: Any, rm_class: str, positive_weight: float = 0.5,
-                 ranking_weight: float = 0.0, train_problems: list[str] | None = None,
-                 **kwargs: Any) -> None:
+                 ranking_weight: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rm_class = rm_class
         self.positive_weight = positive_weight
         self.ranking_weight = ranking_weight
-        self.train_problems = train_problems
 
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -156,9 +154,10 @@ class ValueTrainer(Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        if not self.ranking_weight or self.train_problems is None:
+        if not self.ranking_weight:
             return super()._get_train_sampler(train_dataset)
-        return ProblemBatchSampler(self.train_problems, self._train_batch_size,
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        return ProblemBatchSampler([row["problem"] for row in dataset], self._train_batch_size,
                                    self.args.data_seed or 0)
 
     def _wrapper_outside_deepspeed(self) -> CausalLMValueModel | None:
@@ -320,7 +319,6 @@ def train_value_model(base_model_path: str, rows: Iterable[Mapping[str, Any]] | 
         rm_class=config.rm_class,
         positive_weight=config.positive_weight,
         ranking_weight=config.ranking_weight,
-        train_problems=[e.problem for e in train_examples],
     )
     quiet_progress(trainer)
     trainer.train(resume_from_checkpoint=resume)
