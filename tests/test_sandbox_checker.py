@@ -51,11 +51,19 @@ def honest_after(verifier: Verifier) -> list[float]:
     return rewards(verifier, [(he(), GOOD_F), (he(), WRONG_F)])
 
 
-def test_check_only_domains_preload_no_unittest_mock():
-    assert "unittest.mock" not in preload_for(["humaneval"])
-    assert "unittest.mock" not in preload_for(["humaneval", "toy"])
+def test_check_only_domains_preload_no_unittest():
+    assert not [m for m in preload_for(["humaneval"]) if m.startswith("unittest")]
+    assert not [m for m in preload_for(["humaneval", "toy"]) if m.startswith("unittest")]
     assert set(DEFAULT_PRELOAD) <= set(preload_for(["humaneval", "bigcodebench"]))
     assert set(DEFAULT_PRELOAD) <= set(preload_for([]))
+
+
+@needs_bwrap
+def test_a_check_only_worker_forks_its_jobs_without_unittest_loaded(one):
+    # No check job needs it, and every fork would map (and partly copy) its 2 MB.
+    tests = "def check(candidate):\n    assert candidate(0) is False\n"
+    program = "import sys\ndef f(x):\n    return 'unittest' in sys.modules\n"
+    assert rewards(one, [(he(tests=tests), program)]) == [1.0]
 
 
 @needs_bwrap

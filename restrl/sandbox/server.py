@@ -57,12 +57,11 @@ import sys
 import time
 import traceback
 import types
-import unittest
-import unittest.case
-import unittest.loader
-import unittest.result
-import unittest.suite
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # loaded where a driver needs it: see _unittest()
+    import unittest
 
 RESULT_FD = 3
 TOKEN_FD = 4
@@ -91,10 +90,6 @@ _BLOCKED_EVENTS = frozenset(
         "ctypes.call_function",
     }
 )
-# Modules whose functions may stand between a unittest report and the driver, and whose
-# attributes (and classes' attributes) the program must not replace.
-_UNITTEST_INTERNALS = (unittest, unittest.case, unittest.suite, unittest.result, unittest.loader,
-                       contextlib)
 
 
 # ----------------------------------------------------------------------------- child side: values
@@ -246,6 +241,21 @@ def _snapshot_changed(snap: list[tuple], with_library: bool, _type=type, _str=st
     return ""
 
 
+def _unittest() -> types.ModuleType:
+    """unittest, imported by the drivers that use it before any program code runs. A worker for
+    HumanEval/toy only never loads it: 2 MB less for every job's fork to map and copy."""
+    import unittest
+
+    return unittest
+
+
+def _unittest_internals() -> tuple[types.ModuleType, ...]:
+    """Modules whose functions may stand between a unittest report and the driver, and whose
+    attributes (and classes' attributes) the program must not replace."""
+    unittest = _unittest()
+    return unittest, unittest.case, unittest.suite, unittest.result, unittest.loader, contextlib
+
+
 def _mock() -> types.ModuleType:
     """unittest.mock, which the unittest/DS1000 drivers guard (a worker for HumanEval/toy only
     does not load it: it brings asyncio, threading and logging, whose at-fork handlers make
@@ -258,7 +268,7 @@ def _mock() -> types.ModuleType:
 def _guarded_objects() -> tuple[list[object], list[object]]:
     """What the program must not replace: the harness (unittest, contextlib) and test libraries."""
     harness: list[object] = [_mock()]
-    for mod in _UNITTEST_INTERNALS:
+    for mod in _unittest_internals():
         harness.append(mod)
         harness.extend(v for v in vars(mod).values()
                        if isinstance(v, type) and v.__module__ == mod.__name__)
@@ -340,7 +350,7 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
     """Install the audit hook that records outcomes where the program cannot reach them.
 
     `restrl.test` reports (check, ds1000) set outcome `index`; `restrl.unit` reports (from
-    `_SealedResult`) tally a unittest run. Every name the hook uses is bound here, not looked
+    `_sealed_result_type`) tally a unittest run. Every name the hook uses is bound here, not looked
     up later in this module, which the program can reach as `__main__`.
     """
     # The token is made here, after the fork: no frame of the server (which the program can
@@ -353,6 +363,7 @@ def _install_vault(n_tests: int, unit: _UnitRun | None = None,
     # program code inside the hook).
     write, getframe, get_ident, exc_info = os.write, sys._getframe, _get_ident(), sys.exc_info
     snapshot_changed, traceback_of = _snapshot_changed, BaseException.__traceback__.__get__
+    unittest = _unittest()
     skip_test, blocked, main_thread = unittest.SkipTest, _BLOCKED_EVENTS, get_ident()
     str_t, int_t, tuple_t = str, int, tuple
     startswith, endswith, encode = str.startswith, str.endswith, str.encode
@@ -541,42 +552,46 @@ def _finish() -> None:
     sys.audit("restrl.finish")
 
 
-class _SealedResult(unittest.TestResult):
+def _sealed_result_type() -> type:
     """A TestResult that reports every outcome to the vault before recording it."""
 
-    def startTest(self, test):  # noqa: ANN001, N802
-        _unit_report("start", test)
-        super().startTest(test)
+    class SealedResult(_unittest().TestResult):
 
-    def addSuccess(self, test):  # noqa: ANN001, N802
-        _unit_report("success", test)
-        super().addSuccess(test)
+        def startTest(self, test):  # noqa: ANN001, N802
+            _unit_report("start", test)
+            super().startTest(test)
 
-    def addFailure(self, test, err):  # noqa: ANN001, N802
-        _unit_report("failure", test)
-        super().addFailure(test, err)
+        def addSuccess(self, test):  # noqa: ANN001, N802
+            _unit_report("success", test)
+            super().addSuccess(test)
 
-    def addError(self, test, err):  # noqa: ANN001, N802
-        _unit_report("error", test)
-        super().addError(test, err)
+        def addFailure(self, test, err):  # noqa: ANN001, N802
+            _unit_report("failure", test)
+            super().addFailure(test, err)
 
-    def addSkip(self, test, reason):  # noqa: ANN001, N802
-        _unit_report("skip", test)
-        super().addSkip(test, reason)
+        def addError(self, test, err):  # noqa: ANN001, N802
+            _unit_report("error", test)
+            super().addError(test, err)
 
-    def addExpectedFailure(self, test, err):  # noqa: ANN001, N802
-        _unit_report("expected_failure", test)
-        super().addExpectedFailure(test, err)
+        def addSkip(self, test, reason):  # noqa: ANN001, N802
+            _unit_report("skip", test)
+            super().addSkip(test, reason)
 
-    def addUnexpectedSuccess(self, test):  # noqa: ANN001, N802
-        _unit_report("unexpected_success", test)
-        super().addUnexpectedSuccess(test)
+        def addExpectedFailure(self, test, err):  # noqa: ANN001, N802
+            _unit_report("expected_failure", test)
+            super().addExpectedFailure(test, err)
 
-    def addSubTest(self, test, subtest, err):  # noqa: ANN001, N802
-        if err is not None:  # each failing subtest is one more failure or error, as in unittest
-            failure = issubclass(err[0], test.failureException)
-            _unit_report("failure" if failure else "error", test)
-        super().addSubTest(test, subtest, err)
+        def addUnexpectedSuccess(self, test):  # noqa: ANN001, N802
+            _unit_report("unexpected_success", test)
+            super().addUnexpectedSuccess(test)
+
+        def addSubTest(self, test, subtest, err):  # noqa: ANN001, N802
+            if err is not None:  # each failing subtest is one more failure or error, as in unittest
+                failure = issubclass(err[0], test.failureException)
+                _unit_report("failure" if failure else "error", test)
+            super().addSubTest(test, subtest, err)
+
+    return SealedResult
 
 
 # ----------------------------------------------------------------------------- child side: drivers
@@ -1722,6 +1737,7 @@ def _drive_unittest(job: dict) -> int:
     reward = (run - failures - errors) / tests, a skip the test code declared counts as passed.
     """
     _mock()  # loaded (preloaded, normally) before test or program code runs
+    unittest = _unittest()
     _swallow_stdout()
     tests_ns = _namespace("__restrl_tests__")
     test_code = _compile(job["tests"], "<tests>")
@@ -1738,10 +1754,12 @@ def _drive_unittest(job: dict) -> int:
     # program raising it would pass its test. `except ()` catches nothing.
     unittest.case._ShouldStop = ()  # type: ignore[assignment,misc]
     test_classes = tuple(c for c in cls.__mro__ if c.__module__ == tests_ns["__name__"])
-    codes = _codes_of(test_code, _SealedResult, *_UNITTEST_INTERNALS, _mock(),
+    result_type = _sealed_result_type()
+    codes = _codes_of(test_code, result_type, *_unittest_internals(), _mock(),
                       *_async_internals())
-    result = _SealedResult()
-    _install_vault(len(tests), _UnitRun(tests, codes), guard=(tests_ns, *test_classes))
+    result = result_type()
+    _install_vault(len(tests), _UnitRun(tests, codes),
+                   guard=(tests_ns, *test_classes, result_type))
     if not tests:
         _emit({"error": "TestCases has no test methods"})
         _finish()
