@@ -42,6 +42,7 @@ test: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/verify_humaneval.py
+	$(BIN)/python benchmarks/sandbox_profile.py
 	$(BIN)/python benchmarks/verify_ds1000.py
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/mcts_batching.py
