@@ -6,8 +6,8 @@ meanwhile (from /proc, so the job processes' own time is what their zygote reape
 the number of programs: the host (this process: jobs out, verdicts in), the server
 (supervision, the job's pipes and directory), the zygote (the fork), the job processes
 (the program, and the page faults of a fresh process), the checker (the test code). Prints
-milliseconds per program, each one's share and the job processes' page faults; the last line
-is JSON.
+milliseconds per program, each one's share, the job processes' page faults and what one such
+fault (a write to a page shared with the parent) costs on this machine; the last line is JSON.
 
     python benchmarks/sandbox_profile.py [--rounds 4] [--broken-only]
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import time
 
@@ -82,6 +83,30 @@ def _roles(before: dict, after: dict) -> tuple[dict[str, float], int]:
     return roles, faults
 
 
+def _copy_on_write_fault_us(pages: int = 20000) -> float:
+    """Microseconds a forked child takes to write once to a page it shares with its parent."""
+    memory = mmap.mmap(-1, pages * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for offset in range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE):
+        memory[offset] = 1
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # each first write copies the page; a second pass over them is the loop alone
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            for offset in range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE):
+                memory[offset] = 2
+            times.append(time.perf_counter() - start)
+        os.write(write_end, str(1e6 * (times[0] - times[1]) / pages).encode())
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 64)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    memory.close()
+    return float(answer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="Times each program is judged.")
@@ -107,12 +132,14 @@ def main() -> None:
     print(f"{n} programs on one worker ({isolation}): {1e3 * seconds / n:.2f} ms each")
     for role, cpu in roles.items():
         print(f"  {role:8s} {1e3 * cpu / n:5.2f} ms CPU per program  ({cpu / total:5.1%})")
+    fault_us = _copy_on_write_fault_us()
     print(f"  each job process took {faults / n:.0f} page faults (a fork shares its parent's "
-          "pages until they are written)")
+          f"pages until they are written); one costs {fault_us:.1f} us here")
     print(json.dumps({"benchmark": "sandbox_profile", "programs": n, "isolation": isolation,
                       "ms_per_program": round(1e3 * seconds / n, 3),
                       **{f"{r}_ms": round(1e3 * c / n, 3) for r, c in roles.items()},
-                      "job_page_faults": round(faults / n)}))
+                      "job_page_faults": round(faults / n),
+                      "copy_on_write_fault_us": round(fault_us, 2)}))
 
 
 if __name__ == "__main__":
