@@ -46,6 +46,18 @@ def _times() -> dict[int, tuple[int, float, float, int]]:
     return found
 
 
+def _runs_the_server(pid: int) -> bool:
+    """Whether `pid` is a Python running the sandbox's server file (bubblewrap's command line
+    names that file too)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return (os.path.basename(argv[0]).startswith(b"python")
+            and any(os.path.basename(a).startswith(b"server.py") for a in argv[1:]))
+
+
 def _roles(before: dict, after: dict) -> tuple[dict[str, float], int]:
     """CPU seconds used between the snapshots, by role in the worker (and the job processes'
     page faults, under "faults")."""
@@ -57,20 +69,21 @@ def _roles(before: dict, after: dict) -> tuple[dict[str, float], int]:
     def used(pid: int, index: int) -> float:
         return after[pid][index] - before.get(pid, (0, 0.0, 0.0, 0))[index]
 
-    # The server is the first Python below us that has children of its own (under bwrap it
-    # sits below bubblewrap's two processes); its children are the zygote and the checker.
+    # The server runs the sandbox's server file (under bwrap it sits below bubblewrap's two
+    # processes); its children are the zygote and the checker (as an ordinary user a fresh
+    # checker per job, which the server reaps).
     queue, server = list(children.get(me, [])), None
     while queue and server is None:
         pid = queue.pop(0)
-        kids = children.get(pid, [])
-        if len(kids) >= 2 and pid in before:
+        if pid in before and _runs_the_server(pid):
             server = pid
-        queue += kids
+        queue += children.get(pid, [])
     roles = {"host": used(me, 1), "server": 0.0, "zygote": 0.0, "jobs": 0.0, "checker": 0.0}
     faults = 0
     if server is None:
         return roles, faults
     roles["server"] = used(server, 1)
+    roles["checker"] = used(server, 2)
     for pid in children.get(server, []):
         if pid not in before:
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from restrl.problems import Problem
-from restrl.sandbox import Limits, Verifier
+from restrl.sandbox import Limits, Verifier, isolation
 from restrl.sandbox.isolation import bwrap_works
 from restrl.sandbox.pool import DEFAULT_PRELOAD, preload_for
 
@@ -101,17 +101,36 @@ def test_a_check_only_worker_still_judges_bigcodebench_with_unittest_mock(one):
     assert honest_after(one) == [1.0, 0.0]
 
 
-@needs_bwrap
-def test_without_a_checker_uid_a_fresh_checker_per_job_still_judges_right():
-    # An ordinary user's sandbox has no second uid for the checker: programs could signal a
-    # persistent one, so each check job forks its own (as root here, the worker is made so).
-    with Verifier(workers=1, limits=Limits(timeout=2.0), domains=["humaneval"]) as v:
+LOOPS_F = "def f(x):\n    while True:\n        pass\n"
+
+
+def judged_without_a_checker_uid(domain: str) -> list[tuple[float, str]]:
+    """Four check jobs on one worker with no uid of its own for the checker (as root here,
+    the worker is made so, as an ordinary user's sandbox is)."""
+    problem = Problem(problem_id="p", domain=domain, prompt="", init_code="", tests=CHECK_F,
+                      entry_point="f", io_mode="check")
+    with Verifier(workers=1, limits=Limits(timeout=2.0), domains=[domain]) as v:
         worker = v.pool.acquire()
         worker.uid = worker.checker_uid = None
         v.pool.release(worker)
-        loops = "def f(x):\n    while True:\n        pass\n"
-        verdicts = v.verify([he(), he(), he(), he()], [GOOD_F, WRONG_F, loops, GOOD_F])
-    assert [(x.reward, x.status) for x in verdicts] == [
+        verdicts = v.verify([problem] * 4, [GOOD_F, WRONG_F, LOOPS_F, GOOD_F])
+    return [(x.reward, x.status) for x in verdicts]
+
+
+@needs_bwrap
+def test_without_a_checker_uid_the_persistent_checker_still_judges_right():
+    # In bubblewrap's PID namespace the checker is kept between jobs even with the programs'
+    # uid: whatever a program does to it ends with its job, and the server checks it after.
+    assert judged_without_a_checker_uid("humaneval") == [
+        (1.0, "passed"), (0.0, "failed"), (0.0, "timeout"), (1.0, "passed")]
+
+
+def test_without_a_checker_uid_or_a_pid_namespace_a_fresh_checker_per_job_judges_right(
+        monkeypatch):
+    # Under rlimits a job's lingering processes cannot all be found: they could signal a
+    # persistent checker during later jobs, so each check job forks its own.
+    monkeypatch.setattr(isolation, "_bwrap_problem", lambda: "bwrap is not installed")
+    assert judged_without_a_checker_uid("toy") == [
         (1.0, "passed"), (0.0, "failed"), (0.0, "timeout"), (1.0, "passed")]
 
 

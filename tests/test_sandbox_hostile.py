@@ -461,7 +461,7 @@ for pid in os.listdir('/proc'):
 
 
 # For an ordinary user every process in the sandbox has the program's uid (bwrap's init, the
-# server, the per-job checker): a passing report and a job line into every fd it can open.
+# server, the checker): a passing report and a job line into every fd it can open.
 SAME_UID_FD_WRITER = (fd_writer(b'{"passed": true, "error": "", "id": "forged"}\n')
                       + "result = x\n")
 AS_ORDINARY_USER = """
@@ -485,9 +485,9 @@ def verdicts_as_ordinary_user(tmp_path: Path, cases: list[tuple[Problem, str]]) 
 
 
 def test_ds1000_as_an_ordinary_user_hostile_programs_get_no_reward(tmp_path):
-    """Not root: each job's checker is forked for it and, like the server and bwrap's init,
-    has the program's uid. The forgeries still fail, and the honest programs after each are
-    judged right (a job line written into the server's channel would crash the next one)."""
+    """Not root: the worker's checker, like the server and bwrap's init, has the program's uid.
+    The forgeries still fail, and the honest programs after each are judged right (a job line
+    written into the server's channel would crash the next one)."""
     pytest.importorskip("numpy")
     setup, cases, check, good, wrong = LIBRARY_CASES["numpy"]
     numpy_context = ds1000_context(setup, cases, check)
@@ -657,6 +657,25 @@ def test_mixed_load_honest_verdicts_equal_their_verdicts_alone():
 JOBS_PARENT_BREAKER = ("import os\nparent = os.path.dirname(os.getcwd())\nos.chdir('/')\n"
                        "os.chmod(parent, 0)\nos.rename(parent, parent + '-gone')\n")
 STOP_ZYGOTE = "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n" + GOOD_F
+# The worker's checker is the server's other child (the zygote, our parent, is one).
+TO_THE_CHECKER = """
+import os, resource, signal
+def parent(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as handle:
+            return int(handle.read().rsplit(')', 1)[1].split()[1])
+    except OSError:
+        return None
+server = parent(os.getppid())
+for pid in [int(p) for p in os.listdir('/proc') if p.isdigit()]:
+    if pid != os.getppid() and parent(pid) == server:
+        ACTION
+""" + GOOD_F
+# Room for this job's small test, not for a later test that needs 64 MB.
+SQUEEZE_CHECKER = TO_THE_CHECKER.replace("ACTION", (
+    "size = int(open(f'/proc/{pid}/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+    "        resource.prlimit(pid, resource.RLIMIT_AS, (size + (16 << 20),) * 2)"))
+BIG_CHECK_F = "def check(candidate):\n    room = bytearray(64 << 20)\n" + CHECK_F.split("\n", 1)[1]
 # prlimit(2) lets a process change another's limits when both have the same uid.
 PRLIMIT_EVERYONE = """
 import os, resource
@@ -679,9 +698,9 @@ RANDOM_DRAW_TESTS = ("import random\nDRAW = random.random()\n"
 
 def test_as_an_ordinary_user_no_program_changes_a_later_verdict(tmp_path):
     """Not root, every process in the sandbox has the programs' uid: a program can kill, stop
-    or `prlimit` the worker's own processes, own the jobs' parent directory and /tmp, leave
-    files. None of it reaches the next job, and a test's unseeded random inputs are the same
-    in every job."""
+    or `prlimit` the worker's own processes (its checker too), own the jobs' parent directory
+    and /tmp, leave files. None of it reaches the next job, and a test's unseeded random inputs
+    are the same in every job."""
     writer = ("import os\nfor d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd())):\n"
               "    open(os.path.join(d, 'left-behind'), 'w').write('x')\nprint('absent')\n")
     reader = ("import os\nleft = [d for d in ('/tmp', '/dev/shm', os.path.dirname(os.getcwd()))\n"
@@ -696,13 +715,26 @@ def test_as_an_ordinary_user_no_program_changes_a_later_verdict(tmp_path):
                 ((stdio("absent\n"), reader), [1.0, "passed"])]
     for hostile in (JOBS_PARENT_BREAKER, lock_tmp):
         expected += [((stdio("\n"), hostile), None), *honest]
-    for hostile in (kill_zygote, kill_all, STOP_ZYGOTE, PRLIMIT_EVERYONE):
+    signal_checker = [TO_THE_CHECKER.replace("ACTION", f"os.kill(pid, signal.{name})")
+                      for name in ("SIGSTOP", "SIGALRM")]
+    for hostile in (kill_zygote, kill_all, STOP_ZYGOTE, PRLIMIT_EVERYONE, *signal_checker):
         expected += [((he(), hostile), None), *honest]
+    expected += [((he(), SQUEEZE_CHECKER), None), ((he("big", BIG_CHECK_F), GOOD_F),
+                                                    [1.0, "passed"])]
     verdicts = verdicts_as_ordinary_user(tmp_path, [c for c, _ in expected] + [draw] * 3)
     judged, draws = verdicts[:len(expected)], verdicts[len(expected):]
     assert [v[:2] if want else None for v, (_, want) in zip(judged, expected, strict=True)] == \
         [want for _, want in expected], verdicts
     assert len({v[1] for v in draws}) == 1, verdicts  # the same draw in every job
+
+
+def test_as_an_ordinary_user_the_worker_keeps_its_checker_between_jobs(tmp_path):
+    # Test code counting the jobs its process has judged (a fresh checker per job would count
+    # one every time): the checker is kept, as it is as root.
+    counting = ("import sys\nsys.restrl_jobs = getattr(sys, 'restrl_jobs', 0) + 1\n"
+                "def check(candidate):\n    assert candidate(0) == sys.restrl_jobs\n")
+    cases = [(he("c", counting), f"def f(x):\n    return {n}\n") for n in (1, 2, 3)]
+    assert [v[:2] for v in verdicts_as_ordinary_user(tmp_path, cases)] == [[1.0, "passed"]] * 3
 
 
 # ----------------------------------------------------------------------------- no isolation

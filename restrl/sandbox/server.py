@@ -1629,13 +1629,15 @@ def _import_warm(modules: object) -> None:
 def _checker_loop(uid: int | None, memory_bytes: int) -> None:
     """A worker's persistent checker: judges one check job after another; never runs programs.
 
-    Started once per worker (as its own uid, which no program has: programs cannot signal,
-    trace or read it), it receives each job with the two fds of that job's fresh channel to
-    the program (SCM_RIGHTS), runs the test code in a fresh namespace and answers one report
-    line. Between jobs nothing of the previous job is kept but modules the test code imported
-    and compiled test code: `random`'s state and the recursion limit are restored before every
-    job, so a verdict does not depend on the jobs before it. It exits after a timeout, an
-    unclean job or when its memory grew, and the server starts a fresh one.
+    Started once per worker. As root it has a uid of its own, which no program has: programs cannot
+    signal, trace or read it. As an ordinary user it is non-dumpable (programs cannot trace or read
+    it), and the server replaces it after any job that changed its limits, priority, cores or state
+    (`_Server._checker_intact`). It receives each job with the two fds of that job's fresh channel
+    to the program (SCM_RIGHTS), runs the test code in a fresh namespace and answers one report
+    line. Between jobs nothing of the previous job is kept but modules the test code imported and
+    compiled test code: `random`'s state and the recursion limit are restored before every job, so a
+    verdict does not depend on the jobs before it. It exits after a timeout, an unclean job or when
+    its memory grew, and the server starts a fresh one.
     """
     import socket
 
@@ -1897,8 +1899,8 @@ _WATCH_EVERY = 0.05
 class _PersistentChecker:
     """The server's end of a persistent checker (`_checker_loop`), started when first needed."""
 
-    def __init__(self, uid: int) -> None:
-        self.uid = uid
+    def __init__(self, uid: int | None) -> None:
+        self.uid = uid  # None: the server's own (an ordinary user's sandbox)
         self.pid = 0
         self.sock = None
         self.memory = 0
@@ -2269,11 +2271,15 @@ class _Server:
         self.base = self._new_base()
         self.me = os.getpid()
         self.checker_pid = 0
-        # HumanEval/toy checks run in one persistent checker per worker where it has a uid of
-        # its own (as root): no program can signal, trace or read it. Otherwise (an ordinary
-        # user: programs share its uid) a fresh checker is forked for every job.
-        self.checker = (_PersistentChecker(self.checker_uid) if self.checker_uid is not None
-                        else None)
+        # HumanEval/toy checks run in one persistent checker per worker. As root it has a uid of
+        # its own: no program can signal, trace or read it. As an ordinary user in the PID
+        # namespace it has the programs' uid: they cannot trace or read it (non-dumpable), and
+        # what they can do to it (kill, stop, prlimit, renice) is done by the end of their job,
+        # when everything a job started is killed; then the server checks it (see run). Without
+        # the namespace (rlimits as an ordinary user) a job's leftovers cannot all be found, and
+        # could reach a persistent checker during later jobs: a fresh one is forked per job.
+        persistent = self.checker_uid is not None or self.in_namespace
+        self.checker = _PersistentChecker(self.checker_uid) if persistent else None
         self.zygote = _Zygote(self.uid)
         self.random_state: tuple | None = None  # see the per-job checker in _run
         self.settings: tuple = ()  # see intact()
@@ -2285,6 +2291,8 @@ class _Server:
         finally:
             self._kill_leftovers()
             self._wipe(workdir)
+        if self.uid is None and self.checker is not None and not self._checker_intact():
+            self.checker.stop()  # a program changed it: the next check job starts a fresh one
         if not self.intact():
             # A zygote forked now would inherit this job: the host starts a fresh server.
             reply["restart"] = True
@@ -2301,6 +2309,17 @@ class _Server:
         if self.zygote.status is None or not self.zygote.alive() or not os.path.isdir(self.base):
             return False
         return self.uid is not None or self._settings() == self.settings
+
+    def _checker_intact(self) -> bool:
+        """Whether the persistent checker (if started) is as it was forked: the server's
+        settings as started, with its own memory limit (for an ordinary user, see intact())."""
+        if not self.checker.pid:
+            return True
+        limits, *rest = self.settings[0]
+        memory = (self.checker.memory, self.checker.memory)
+        own = tuple(memory if r == resource.RLIMIT_AS else v for r, v in zip(_RLIMITS, limits,
+                                                                              strict=True))
+        return _process_settings(self.checker.pid) == (own, *rest)
 
     def _settings(self) -> tuple:
         return _process_settings(self.me), _process_settings(self.zygote.pid)
