@@ -59,8 +59,8 @@ def _runs_the_server(pid: int) -> bool:
 
 
 def _roles(before: dict, after: dict) -> tuple[dict[str, float], int]:
-    """CPU seconds used between the snapshots, by role in the worker (and the job processes'
-    page faults, under "faults")."""
+    """CPU seconds used between the snapshots, by role in the worker, and the job processes'
+    page faults."""
     me = os.getpid()
     children: dict[int, list[int]] = {}
     for pid, (parent, *_) in after.items():
